@@ -32,3 +32,102 @@ class CellResult:
         """Detections whose score lies in the band around the threshold: the ones a reviewer should check."""
         lo, hi = self.low_confidence_band
         return int(((self.scores >= lo) & (self.scores < hi)).sum())
+
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "deepace.pt"
+
+
+def save_model(path: Path, model, config, score_threshold: float, meta: dict | None = None,  # noqa: ANN001
+               half: bool = False) -> None:
+    """Write a self-describing model file: config, weights, counting threshold and provenance."""
+    import torch
+
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    payload = {"format": "deepace-model/1", "config": config.to_dict(), "state_dict": state,
+               "score_threshold": float(score_threshold), "meta": meta or {}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+class Detector:
+    """A trained DeepACE model in evaluation mode, with its counting threshold."""
+
+    def __init__(self, model, config, score_threshold: float = 0.5, num_threads: int | None = None) -> None:  # noqa: ANN001
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.model = model.eval()
+        self.config = config
+        self.score_threshold = score_threshold
+
+    @classmethod
+    def load(cls, path: Path | None = None, num_threads: int | None = None) -> Detector:
+        import torch
+
+        from deepace.config import Config
+        from deepace.models.detector import build_detector
+
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: model file not found")
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(payload, dict) or "state_dict" not in payload:
+            raise ValueError(f"{path}: not a DeepACE model file")
+        config = Config.from_dict(payload["config"])
+        model = build_detector(config.model, load_backbone_weights=False)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in payload["state_dict"].items()})
+        return cls(model, config, float(payload.get("score_threshold", config.score_threshold)), num_threads)
+
+    def prepare(self, path: Path, stain: str = "auto") -> np.ndarray:
+        from deepace.data.dataset import prepare_image
+
+        return prepare_image(path, stain, self.config.model.preprocess_threshold)
+
+    def predict_gray(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) in the image's pixels and scores (N,), by falling score."""
+        import torch
+
+        from deepace.models.transform import gray_to_tensor
+
+        with torch.inference_mode():
+            out = self.model([gray_to_tensor(gray)])[0]
+        scores = out["scores"].numpy().astype(np.float32)
+        order = np.argsort(-scores, kind="stable")
+        return out["boxes"].numpy().astype(np.float32)[order], scores[order]
+
+
+class Counter:
+    """Counts chromosomes image by image; unreadable images give a result with `.error` set."""
+
+    def __init__(self, weights: Path | None = None, stain: str = "auto", score_threshold: float | None = None,
+                 low_confidence_margin: float = 0.2, num_threads: int | None = None) -> None:
+        self.detector = Detector.load(weights, num_threads)
+        self.stain = stain
+        self.score_threshold = (score_threshold if score_threshold is not None
+                                else self.detector.score_threshold)
+        t = self.score_threshold
+        self.low_band = (max(0.0, t - low_confidence_margin), min(1.0, t + low_confidence_margin))
+
+    def count_image(self, path: Path) -> CellResult:
+        from deepace.data.images import ImageReadError
+
+        path = Path(path)
+        try:
+            gray = self.detector.prepare(path, self.stain)
+        except (ImageReadError, OSError, ValueError) as exc:
+            return CellResult(image=path, score_threshold=self.score_threshold,
+                              low_confidence_band=self.low_band, error=str(exc))
+        boxes, scores = self.detector.predict_gray(gray)
+        return CellResult(image=path, width=gray.shape[1], height=gray.shape[0], boxes=boxes, scores=scores,
+                          score_threshold=self.score_threshold, low_confidence_band=self.low_band)
+
+    def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:
+        from tqdm import tqdm
+
+        return [self.count_image(p) for p in tqdm(list(paths), desc="counting", unit="cell",
+                                                  disable=not progress or len(paths) < 2)]

@@ -1,7 +1,149 @@
+"""`deepace case DIR`: count a patient's cells and write the case report; `deepace serve`: the review app."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from deepace.inference import CellResult
+from deepace.report import case as case_io
+
+STAINS = ("auto", "brightfield", "fluorescence")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+err = Console(stderr=True)
+
+
+def _check_stain(stain: str) -> str:
+    if stain not in STAINS:
+        raise typer.BadParameter(f"must be one of {', '.join(STAINS)}", param_hint="--stain")
+    return stain
+
+
+def count_case(
+    case_dir: Path,
+    counter: Any,
+    out_dir: Path | None = None,
+    stain: str = "auto",
+    progress: bool = True,
+) -> tuple[list[CellResult], dict[str, Path]]:
+    """Count every image of a case with `counter` (anything with count_image(path) -> CellResult), save the
+    raw output to CASE/deepace-review/model.json and build the report. Returns (results, report paths)."""
+    images = case_io.case_images(case_dir)
+    results: list[CellResult] = []
+    with Progress(
+        TextColumn("counting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=not progress,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=len(images))
+        for path in images:
+            bar.update(task, description=path.name)
+            results.append(counter.count_image(path))
+            bar.advance(task)
+    case_io.write_model_json(case_dir, results, stain=stain)
+    paths = case_io.build_case_report(case_dir, results, out_dir, stain=stain)
+    return results, paths
+
+
+def _print_summary(case_dir: Path, paths: dict[str, Path]) -> None:
+    import json
+
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    out = Console()
+    table = Table(title=f"{case_dir.name}: modal count {data['modal_count']} over {data['n_cells']} cells")
+    for col in ("image", "count", "low-conf.", "status"):
+        table.add_column(col, justify="right" if col in ("count", "low-conf.") else "left")
+    for c in data["cells"]:
+        if c["error"]:
+            table.add_row(c["name"], "—", "", f"[red]not counted: {c['error']}[/red]")
+            continue
+        status = "reviewed" if c["reviewed"] else ("corrected" if c["corrected"] else "automatic")
+        count = f"[bold red]{c['count']}[/bold red]" if c["off_mode"] else str(c["count"])
+        table.add_row(c["name"], count, str(c["low_confidence"] or ""), status)
+    out.print(table)
+    colour = {"alert": "red", "warning": "yellow", "info": "cyan"}
+    for f in data["flags"]:
+        out.print(f"[{colour[f['severity']]}]{f['severity'].upper()}[/] {f['message']}")
+    out.print(f"Report: {paths['html']}")
 
 
 def register(app: typer.Typer) -> None:
-    """Filled in by the module's owner."""
+    @app.command("case")
+    def case_command(
+        case_dir: Path = typer.Argument(..., help="Folder with one patient's metaphase images."),
+        out: Path | None = typer.Option(None, "--out", help="Report folder (default: DIR/deepace-report)."),
+        weights: Path | None = typer.Option(
+            None, "--weights", help="Model weights (default: the bundled model)."
+        ),
+        score_threshold: float | None = typer.Option(
+            None, "--score-threshold", min=0.0, max=1.0, help="Count detections scoring at least this."
+        ),
+        stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Count every cell of a case and write the case report (HTML, CSV, JSON)."""
+        from deepace.inference import Counter
+
+        _check_stain(stain)
+        if not case_dir.is_dir():
+            err.print(f"[red]{case_dir}: not a folder[/red]")
+            raise typer.Exit(2)
+        if not case_io.case_images(case_dir):
+            err.print(f"[red]{case_dir}: no image found (TIFF, PNG, JPEG or BMP)[/red]")
+            raise typer.Exit(1)
+        counter = Counter(weights=weights, stain=stain, score_threshold=score_threshold)
+        _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
+        _print_summary(case_dir, paths)
+        err.print(f"Model output for the review app: {case_io.model_json_path(case_dir)}")
+
+    @app.command("serve")
+    def serve_command(
+        case_dirs: list[Path] = typer.Argument(None, help="Case folders to review (default: this folder)."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (this machine only)."),
+        port: int = typer.Option(8000, "--port"),
+        weights: Path | None = typer.Option(
+            None, "--weights", help="Model weights for cells not yet counted."
+        ),
+        score_threshold: float | None = typer.Option(None, "--score-threshold", min=0.0, max=1.0),
+        stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
+    ) -> None:
+        """Open the review app: check and correct the automatic counts in a browser."""
+        import uvicorn
+
+        from deepace.app.server import LOOPBACK_HOSTS, create_app
+
+        _check_stain(stain)
+        dirs: Sequence[Path] = case_dirs or [Path(".")]
+        for d in dirs:
+            if not d.is_dir():
+                err.print(f"[red]{d}: not a folder[/red]")
+                raise typer.Exit(2)
+
+        def counter_factory() -> Any:
+            from deepace.inference import Counter
+
+            return Counter(weights=weights, stain=stain, score_threshold=score_threshold)
+
+        allowed: Sequence[str] = LOOPBACK_HOSTS
+        if host not in LOOPBACK:
+            err.print(
+                f"[yellow]Listening on {host}: anyone who can reach this machine can see and change these "
+                "cases (no login). Use only on a trusted network.[/yellow]"
+            )
+            allowed = ("*",)
+        app_ = create_app(list(dirs), counter_factory=counter_factory, allowed_hosts=allowed)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        err.print(f"DeepACE review: http://{shown}:{port}/  (Ctrl+C to stop)")
+        uvicorn.run(app_, host=host, port=port, log_level="warning")

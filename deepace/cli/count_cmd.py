@@ -1,7 +1,108 @@
+"""`deepace count`: the main job — count chromosomes in images with the shipped model."""
+
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def count_command(
+    paths: list[Path] = typer.Argument(None, help="Image files and folders (searched recursively)."),
+    examples: bool = typer.Option(False, "--examples", help="Count the example images shipped with DeepACE."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for annotated images (numbered boxes)."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write detections (down to 0.05) as json."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Write image, count, low-confidence as CSV."),
+    stain: str = typer.Option("auto", "--stain", help="auto | brightfield | fluorescence"),
+    score_threshold: float | None = typer.Option(None, "--score-threshold",
+                                                 help="Count detections scoring at least this "
+                                                      "(default: the model's validated threshold)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all)."),
+) -> None:
+    """Count the chromosomes in each metaphase image."""
+    from deepace.data.images import find_images
+    from deepace.inference import Counter
+
+    if stain not in ("auto", "brightfield", "fluorescence"):
+        raise typer.BadParameter("--stain must be auto, brightfield or fluorescence")
+    inputs = list(paths or [])
+    if examples:
+        inputs.append(EXAMPLES_DIR)
+    if not inputs:
+        raise typer.BadParameter("give image files or folders, or --examples")
+    err = Console(stderr=True)
+    missing = [p for p in inputs if not Path(p).exists()]
+    images = find_images([p for p in inputs if Path(p).exists()])
+    if not images and not missing:
+        err.print("no images found")
+        raise typer.Exit(1)
+    counter = Counter(weights, stain=stain, score_threshold=score_threshold, num_threads=threads)
+    results = counter.count_paths(images, progress=True)
+    _print_table(results, counter)
+    failed = [r for r in results if r.error] + [_missing(p) for p in missing]
+    if out is not None:
+        _write_annotated(results, out)
+    if json_file is not None:
+        from deepace.data.predictions import ImagePrediction, write_predictions
+
+        write_predictions([ImagePrediction.from_result(r) for r in results if not r.error], json_file)
+    if csv_file is not None:
+        _write_csv(results, csv_file)
+    if failed:
+        err.print(f"[red]{len(failed)} file(s) could not be counted:[/red]")
+        for r in failed:
+            err.print(f"  {r.error}")
+        raise typer.Exit(1)
+
+
+def _missing(path: Path):  # noqa: ANN202
+    from deepace.inference import CellResult
+
+    return CellResult(image=path, error=f"{path}: no such file or folder")
+
+
+def _print_table(results, counter) -> None:  # noqa: ANN001
+    lo, hi = counter.low_band
+    table = Table(title=f"Chromosome counts (score >= {counter.score_threshold:.2f})")
+    table.add_column("image")
+    table.add_column("count", justify="right")
+    table.add_column(f"low-confidence ({lo:.2f}-{hi:.2f})", justify="right")
+    for r in results:
+        if r.error:
+            table.add_row(str(r.image), "[red]error[/red]", "")
+        else:
+            table.add_row(str(r.image), str(r.count), str(r.low_confidence))
+    Console().print(table)
+
+
+def _write_annotated(results, out: Path) -> None:  # noqa: ANN001
+    from deepace.data.images import load_image
+    from deepace.report.render import draw_detections
+
+    out.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        if r.error:
+            continue
+        picture = draw_detections(load_image(r.image), r.boxes, r.scores, r.score_threshold,
+                                  r.low_confidence_band)
+        picture.save(out / f"{Path(r.image).stem}_count{r.count}.png")
+
+
+def _write_csv(results, path: Path) -> None:  # noqa: ANN001
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "count", "low_confidence", "score_threshold", "error"])
+        for r in results:
+            writer.writerow([r.image, "" if r.error else r.count, "" if r.error else r.low_confidence,
+                             r.score_threshold, r.error or ""])
 
 
 def register(app: typer.Typer) -> None:
-    """Filled in by the module's owner."""
+    app.command("count")(count_command)

@@ -1,7 +1,123 @@
+"""`deepace evaluate`: score a prediction file against COCO ground truth (the paper's Table 3 and more)."""
+
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from deepace.data.predictions import PredictionFileError, read_predictions
+from deepace.data.records import AnnotationError, ImageRecord
+from deepace.metrics import evaluate_records
+
+_err = Console(stderr=True)
+
+
+def _fmt(value: float | int | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _detection_table(by_iou: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="Detection by IoU threshold (paper Table 3)")
+    for name in ("IoU", "AP %", "WCR %", "AER %", "FP", "FN"):
+        table.add_column(name, justify="right")
+    for key, row in by_iou.items():
+        table.add_row(key, *(_fmt(row[k]) for k in ("AP", "WCR", "AER", "FP", "FN")))
+    rows = list(by_iou.values())
+    table.add_section()
+    table.add_row("Mean", *(_fmt(_mean([r[k] for r in rows])) for k in ("AP", "WCR", "AER")), "", "")
+    return table
+
+
+def _images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
+
+
+def _count_source(records: list[ImageRecord]) -> str:
+    n_expected = sum(rec.expected_count is not None for rec in records)
+    if n_expected == len(records):
+        return f"expected_count ({_images(n_expected)})"
+    if n_expected == 0:
+        return f"number of ground-truth boxes ({_images(len(records))}, none has expected_count)"
+    return (
+        f"expected_count for {_images(n_expected)}, "
+        f"number of ground-truth boxes for {_images(len(records) - n_expected)}"
+    )
+
+
+def _print_report(result: dict[str, Any], records: list[ImageRecord], threshold_note: str) -> None:
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"{_images(len(records))} with ground truth; counted at {threshold_note}")
+    out.print(_detection_table(result["by_iou"]))
+    out.print("Matching: a prediction claims only its best-IoU ground truth (paper §3.1); IoU must exceed t.")
+    c = result["count"]
+    bias = "-" if c["bias"] is None else f"{c['bias']:+.2f}"
+    out.print(f"Count accuracy, reference: {_count_source(records)}")
+    out.print(
+        f"  exact {_fmt(c['exact'], 1)}%   within ±1 {_fmt(c['within1'], 1)}%   "
+        f"MAE {_fmt(c['mae'])}   bias {bias} (predicted − expected)"
+    )
+    m = result["coco"]
+    out.print(f"COCO box mAP@[.5:.95] {_fmt(m['mAP'])}%   AP50 {_fmt(m['AP50'])}%   (COCO matching rule)")
+
+
+def _fail(message: str) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def evaluate(
+    gt: Annotated[Path, typer.Option("--gt", help="Ground-truth COCO json.")],
+    pred: Annotated[
+        Path, typer.Option("--pred", help="Prediction json (as written by `deepace count --json`).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as json.")] = False,
+    score_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Count detections scoring at least this (default: the one in the prediction file)."
+        ),
+    ] = None,
+) -> None:
+    """Score predictions against ground truth: AP/WCR/AER per IoU (Table 3), count accuracy, COCO mAP."""
+    from deepace.data.coco import read_coco
+
+    for path, what in ((gt, "ground-truth"), (pred, "prediction")):
+        if not path.is_file():
+            raise _fail(f"{what} file not found: {path}")
+    try:
+        records = read_coco(gt, check_images=False)  # evaluating needs no pixels
+        predictions = read_predictions(pred)
+    except (AnnotationError, PredictionFileError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+    def warn(message: str) -> None:
+        _err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False, soft_wrap=True)
+
+    result = evaluate_records(records, predictions, score_threshold, on_warning=warn)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    if score_threshold is not None:
+        note = f"score >= {score_threshold:g} (--score-threshold)"
+    else:
+        found = sorted({p.score_threshold for p in predictions})
+        note = "score >= " + (", ".join(f"{t:g}" for t in found) or "-") + " (from the prediction file)"
+    _print_report(result, records, note)
 
 
 def register(app: typer.Typer) -> None:
-    """Filled in by the module's owner."""
+    app.command("evaluate")(evaluate)

@@ -1,7 +1,69 @@
+"""`deepace train` and `deepace predict`."""
+
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from deepace.config import PRESETS, Config, with_overrides
+
+
+def _read_records(paths: list[Path]):  # noqa: ANN202
+    from deepace.data.coco import read_coco
+
+    records = []
+    for p in paths:
+        records.extend(read_coco(p))
+    return records
+
+
+def train_command(
+    train: list[Path] = typer.Option(..., "--train", help="COCO file(s) to train on (repeat to combine)."),
+    val: list[Path] = typer.Option([], "--val", help="COCO file(s) for validation (never trained on)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: config, log, metrics, last.pt, best.pt."),
+    config_file: Path | None = typer.Option(None, "--config", help="JSON config (see deepace/config.py)."),
+    preset: str = typer.Option("paper", "--preset", help=f"One of: {', '.join(PRESETS)}."),
+    overrides: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.hnas=false."),
+    backbone_weights: Path | None = typer.Option(None, "--backbone-weights",
+                                                 help="ImageNet weights (.pth, or VGG16 .onnx)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
+) -> None:
+    """Train DeepACE (SGD, step decay, flips, periodic validation, exact resume)."""
+    from deepace.engine import train as run_training
+
+    if config_file is not None:
+        config = Config.load(config_file)
+    elif preset in PRESETS:
+        config = PRESETS[preset]
+    else:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if backbone_weights is not None:
+        overrides = [*overrides, f"model.backbone_weights={backbone_weights}"]
+    config = with_overrides(config, overrides)
+    if resume and (out / "config.json").exists() and config_file is None and not overrides:
+        config = Config.load(out / "config.json")
+    run_training(config, _read_records(train), _read_records(val) if val else [], out, resume=resume)
+
+
+def predict_command(
+    images: Path = typer.Option(..., "--coco", help="COCO file whose images to run on."),
+    out: Path = typer.Option(..., "--out", help="Prediction json (the format `deepace evaluate` reads)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
+    score_threshold: float | None = typer.Option(None, "--score-threshold"),
+) -> None:
+    """Run a model over the images of a COCO file and write predictions down to a low score."""
+    from deepace.data.predictions import write_predictions
+    from deepace.engine import predict_records
+    from deepace.inference import Detector
+
+    detector = Detector.load(weights)
+    if score_threshold is not None:
+        detector.score_threshold = score_threshold
+    write_predictions(predict_records(detector, _read_records([images]), progress=True), out)
+    typer.echo(f"wrote {out}")
+
 
 def register(app: typer.Typer) -> None:
-    """Filled in by the module's owner."""
+    app.command("train")(train_command)
+    app.command("predict")(predict_command)

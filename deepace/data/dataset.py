@@ -1,0 +1,52 @@
+"""Torch dataset over ImageRecords: the paper's pre-processing and its only augmentation, flips (§3.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from deepace.data.images import load_image, paper_preprocess
+from deepace.data.records import ImageRecord
+from deepace.models.transform import gray_to_tensor
+
+
+def prepare_image(path, stain: str = "auto", preprocess_threshold: int | None = 200) -> np.ndarray:  # noqa: ANN001
+    """Read an image as a brightfield-looking (H, W) uint8 array, with the paper's thresholding."""
+    gray = load_image(path, stain=stain)
+    if preprocess_threshold is not None:
+        gray = paper_preprocess(gray, preprocess_threshold)
+    return gray
+
+
+class DetectionDataset(Dataset):
+    def __init__(self, records: list[ImageRecord], preprocess_threshold: int | None = 200,
+                 stain: str = "auto") -> None:
+        self.records = records
+        self.preprocess_threshold = preprocess_threshold
+        self.stain = stain
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int, hflip: bool = False, vflip: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        record = self.records[index]
+        gray = prepare_image(record.path, self.stain, self.preprocess_threshold)
+        boxes = record.boxes.copy()
+        h, w = gray.shape
+        if hflip:
+            gray = gray[:, ::-1]
+            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        if vflip:
+            gray = gray[::-1, :]
+            boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
+        image = gray_to_tensor(np.ascontiguousarray(gray))
+        target = {
+            "boxes": torch.from_numpy(boxes).float().reshape(-1, 4),
+            "labels": torch.ones(len(boxes), dtype=torch.int64),
+        }
+        return image, target
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.load(index)

@@ -1,0 +1,210 @@
+"""Training and evaluation loops (the recipe; the model's parts live in deepace.models).
+
+Data order, flips and every random draw of the samplers are functions of (seed, iteration), so a run that
+is interrupted and resumed from its last checkpoint reaches the same weights as one that was not.
+Distributed training: launch with `torchrun --nproc_per_node N -m deepace.cli train ...`; each process
+takes its share of every iteration's images and DistributedDataParallel averages the gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from deepace.config import Config
+from deepace.data.dataset import DetectionDataset
+from deepace.data.predictions import ImagePrediction
+from deepace.data.records import ImageRecord
+from deepace.inference import Detector, save_model
+from deepace.metrics import evaluate_records
+from deepace.metrics.threshold import tune_score_threshold
+from deepace.models.detector import build_detector
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPUs); a no-op for one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size())
+
+
+def lr_factor(iteration: int, config: Config) -> float:
+    """Step decay ÷10 at each fraction of train.lr_steps (§3.2), after an optional linear warm-up."""
+    t = config.train
+    factor = 0.1 ** sum(iteration >= int(s * t.iterations) for s in t.lr_steps)
+    if t.warmup_iterations and iteration < t.warmup_iterations:
+        factor *= 0.001 + (1 - 0.001) * iteration / t.warmup_iterations
+    return factor
+
+
+def samples_for_iteration(iteration: int, n_images: int, config: Config, dist_info: DistInfo
+                          ) -> list[tuple[int, bool, bool]]:
+    """(image index, horizontal flip, vertical flip) for this process at this iteration."""
+    batch = config.train.batch_size
+    out = []
+    for b in range(batch):
+        g = (iteration * dist_info.world_size + dist_info.rank) * batch + b
+        epoch, position = divmod(g, n_images)
+        order = np.random.default_rng([config.train.seed, epoch]).permutation(n_images)
+        rng = random.Random(config.train.seed * 1_000_003 + g)
+        flips = config.train.flips
+        out.append((int(order[position]), flips and rng.random() < 0.5, flips and rng.random() < 0.5))
+    return out
+
+
+def predict_records(detector: Detector, records: list[ImageRecord], progress: bool = False
+                    ) -> list[ImagePrediction]:
+    preds = []
+    for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
+        boxes, scores = detector.predict_gray(detector.prepare(record.path))
+        preds.append(ImagePrediction(record.path, boxes, scores, detector.score_threshold))
+    return preds
+
+
+def validate(model: torch.nn.Module, config: Config, records: list[ImageRecord], tune_threshold: bool = True,
+             progress: bool = False) -> tuple[dict[str, Any], float]:
+    """Paper metrics on `records`; with tune_threshold the counting threshold that maximises exact-count
+    accuracy on these records is chosen first (and returned)."""
+    was_training = model.training
+    detector = Detector(model, config, config.score_threshold)
+    preds = predict_records(detector, records, progress)
+    threshold = config.score_threshold
+    if tune_threshold:
+        expected = [r.expected_count if r.expected_count is not None else r.count for r in records]
+        threshold, _ = tune_score_threshold([p.scores for p in preds], expected)
+    metrics = evaluate_records(records, preds, score_threshold=threshold, on_warning=lambda _m: None)
+    metrics["score_threshold"] = threshold
+    model.train(was_training)
+    return metrics, threshold
+
+
+def _selection_key(metrics: dict[str, Any]) -> tuple[float, float]:
+    at50 = metrics["by_iou"]["0.5"]
+    return (metrics["count"]["exact"] or 0.0, -(at50["AER"] if at50["AER"] is not None else math.inf))
+
+
+def train(config: Config, train_records: list[ImageRecord], val_records: list[ImageRecord], out_dir: Path,
+          resume: bool = False, progress: bool = True,
+          stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None
+          ) -> dict[str, Any]:
+    """Train, validate periodically, keep `last.pt` (resumable) and `best.pt` (model file) in out_dir.
+
+    stop_after: stop (as if interrupted) after this many iterations of this call; used by tests.
+    """
+    dist_info = init_distributed()
+    t = config.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(t.seed)
+    model = build_detector(config.model)
+    model.train()
+    net: torch.nn.Module = model
+    if dist_info.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config))
+    start, best_key, history = 0, None, []
+    last_path = out_dir / "last.pt"
+    if resume and last_path.exists():
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best_key, history = state["iteration"], state["best_key"], state["history"]
+    if dist_info.is_main:
+        config.save(out_dir / "config.json")
+    dataset = DetectionDataset(train_records, config.model.preprocess_threshold)
+    log_file = (out_dir / "log.jsonl").open("a") if dist_info.is_main else None
+    end = t.iterations if stop_after is None else min(t.iterations, start + stop_after)
+    bar = tqdm(range(start, end), initial=start, total=t.iterations, desc="training", unit="it",
+               disable=not (progress and dist_info.is_main), dynamic_ncols=True)
+    window: dict[str, list[float]] = {}
+    tic = time.time()
+    for iteration in bar:
+        torch.manual_seed(t.seed * 1_000_003 + iteration * dist_info.world_size + dist_info.rank)
+        batch = [dataset.load(i, h, v) for i, h, v in samples_for_iteration(iteration, len(dataset), config,
+                                                                             dist_info)]
+        images, targets = [b[0] for b in batch], [b[1] for b in batch]
+        losses = net(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)} at iteration {iteration}: {losses}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        for k, v in losses.items():
+            window.setdefault(k, []).append(float(v.detach()))
+        done = iteration + 1
+        if done % t.log_every == 0 or done == end:
+            entry = {"iteration": done, "lr": optimizer.param_groups[0]["lr"],
+                     "seconds_per_it": (time.time() - tic) / max(1, len(window.get("loss_classifier", [1]))),
+                     **{k: float(np.mean(v)) for k, v in window.items()}}
+            entry["loss"] = sum(float(np.mean(v)) for v in window.values())
+            window, tic = {}, time.time()
+            bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in entry.items()
+                             if k.startswith("loss")})
+            if log_file:
+                log_file.write(json.dumps(entry) + "\n")
+                log_file.flush()
+            if on_log:
+                on_log(entry)
+        if dist_info.is_main and val_records and (done % t.val_every == 0 or done == t.iterations):
+            subset = val_records[: t.val_max_images] if t.val_max_images else val_records
+            metrics, threshold = validate(model, config, subset)
+            metrics["iteration"] = done
+            history.append(metrics)
+            with (out_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            key = _selection_key(metrics)
+            if best_key is None or key > tuple(best_key):
+                best_key = list(key)
+                best_config = Config.from_dict({**config.to_dict(), "score_threshold": threshold})
+                save_model(out_dir / "best.pt", model, best_config, threshold,
+                           meta={"iteration": done, "val": metrics})
+            at50 = metrics["by_iou"]["0.5"]
+            tqdm.write(f"[val @ {done}] AP50 {at50['AP']:.2f}  WCR {at50['WCR']:.1f}%  AER {at50['AER']:.2f}%  "
+                       f"exact count {metrics['count']['exact']:.1f}%  (threshold {threshold:.3f})")
+        if dist_info.is_main and (done % t.checkpoint_every == 0 or done == end):
+            tmp = last_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "iteration": done, "best_key": best_key,
+                        "history": history, "config": config.to_dict()}, tmp)
+            tmp.replace(last_path)
+    if log_file:
+        log_file.close()
+    if dist_info.is_main and not (out_dir / "best.pt").exists() and end == t.iterations:
+        save_model(out_dir / "best.pt", model, config, config.score_threshold, meta={"iteration": end})
+    if dist_info.world_size > 1:
+        dist.barrier()
+    return {"iteration": end, "history": history, "model": model}

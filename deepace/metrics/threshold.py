@@ -1,0 +1,27 @@
+"""Choosing the counting threshold: the score above which a detection counts as a chromosome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def tune_score_threshold(scores_per_image: Sequence[np.ndarray], expected: Sequence[int],
+                         candidates: Sequence[float] = tuple(np.round(np.arange(0.2, 0.951, 0.025), 3))
+                         ) -> tuple[float, float]:
+    """The candidate threshold that maximises exact-count accuracy (ties: lowest mean absolute error,
+    then closest to 0.5). Returns (threshold, exact-count share in %)."""
+    if not scores_per_image:
+        return 0.5, 0.0
+    expected_arr = np.asarray(expected)
+    best: tuple[float, float, float, float] | None = None
+    for t in candidates:
+        counts = np.array([int((s >= t).sum()) for s in scores_per_image])
+        exact = float((counts == expected_arr).mean() * 100)
+        mae = float(np.abs(counts - expected_arr).mean())
+        key = (exact, -mae, -abs(t - 0.5))
+        if best is None or key > best[:3]:
+            best = (*key, float(t))
+    assert best is not None
+    return best[3], best[0]

@@ -1,0 +1,193 @@
+"""The usual cytogenetic counting rules, as pure functions on a case's list of chromosome counts.
+
+A lab counts 20 metaphases per patient; when a cell departs from the modal count the count is
+extended to 30-50 cells to rule out mosaicism. Two cells with the same gain, or three with the same
+loss, suggest a clone (ISCN). Counts alone cannot tell *which* chromosome is gained or lost, so these
+flags say "possible" and ask for the karyotype to confirm.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+NORMAL_COUNT = 46
+MIN_CELLS = 20
+EXTENDED_CELLS = (30, 50)
+CLONE_GAIN_CELLS = 2
+CLONE_LOSS_CELLS = 3
+
+SEVERITIES = ("info", "warning", "alert")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One finding for the reviewer: a stable code, a severity (info < warning < alert) and a sentence."""
+
+    code: str
+    severity: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def modal_count(counts: Sequence[int], expected: int = NORMAL_COUNT) -> int | None:
+    """The most frequent count; a tie goes to the count closest to `expected`, then to the smaller one."""
+    if not counts:
+        return None
+    freq = Counter(counts)
+    best = max(freq.values())
+    tied = [c for c, n in freq.items() if n == best]
+    return min(tied, key=lambda c: (abs(c - expected), c))
+
+
+def cells_off_mode(counts: Sequence[int], mode: int | None = None) -> list[int]:
+    """Indices of the cells whose count differs from the modal count."""
+    if mode is None:
+        mode = modal_count(counts)
+    if mode is None:
+        return []
+    return [i for i, c in enumerate(counts) if c != mode]
+
+
+def count_histogram(counts: Sequence[int]) -> dict[int, int]:
+    """Count -> number of cells, sorted by count."""
+    return dict(sorted(Counter(counts).items()))
+
+
+def _cells(n: int) -> str:
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
+def evaluate_counts(
+    counts: Sequence[int],
+    expected: int = NORMAL_COUNT,
+    min_cells: int = MIN_CELLS,
+    extended_cells: tuple[int, int] = EXTENDED_CELLS,
+    clone_gain_cells: int = CLONE_GAIN_CELLS,
+    clone_loss_cells: int = CLONE_LOSS_CELLS,
+) -> list[Flag]:
+    """All the flags the counting rules raise for one case, most severe first."""
+    n = len(counts)
+    if n == 0:
+        return [Flag("NO_CELLS", "alert", "No cell could be counted in this case.")]
+
+    flags: list[Flag] = []
+    mode = modal_count(counts, expected)
+    assert mode is not None
+
+    if n < min_cells:
+        flags.append(
+            Flag(
+                "TOO_FEW_CELLS",
+                "warning",
+                f"Only {_cells(n)} counted; at least {min_cells} are needed for a standard count.",
+            )
+        )
+
+    if mode != expected:
+        kind = "gain" if mode > expected else "loss"
+        flags.append(
+            Flag(
+                "ABNORMAL_MODE",
+                "alert",
+                f"Modal count is {mode}, not {expected}: possible constitutional {kind}"
+                f" ({mode - expected:+d}). Confirm by karyotype.",
+            )
+        )
+
+    off = cells_off_mode(counts, mode)
+    if off:
+        lo, hi = extended_cells
+        if n < lo:
+            flags.append(
+                Flag(
+                    "EXTEND_COUNT",
+                    "warning",
+                    f"{_cells(len(off))} of {n} differ from the modal count {mode}: "
+                    f"extend the count to {lo}-{hi} cells to rule out mosaicism.",
+                )
+            )
+        else:
+            flags.append(
+                Flag(
+                    "CELLS_OFF_MODE",
+                    "info",
+                    f"{_cells(len(off))} of {n} differ from the modal count {mode}.",
+                )
+            )
+
+    freq = Counter(counts)
+    for count in sorted(freq):
+        cells = freq[count]
+        if count == expected != mode and cells >= min(clone_gain_cells, clone_loss_cells):
+            flags.append(
+                Flag(
+                    "POSSIBLE_MOSAIC_NORMAL",
+                    "alert",
+                    f"{cells} cells count {expected} while the mode is {mode}: possible mosaicism "
+                    f"with a normal cell line.",
+                )
+            )
+            continue
+        if count > mode and cells >= clone_gain_cells:
+            flags.append(
+                Flag(
+                    "POSSIBLE_CLONE_GAIN",
+                    "alert",
+                    f"{cells} cells count {count} (modal {mode}, {count - mode:+d}): possible clone or "
+                    f"mosaicism with a gain. Karyotype these cells to see whether the same chromosome "
+                    f"is gained.",
+                )
+            )
+        elif count < mode and cells >= clone_loss_cells:
+            flags.append(
+                Flag(
+                    "POSSIBLE_CLONE_LOSS",
+                    "alert",
+                    f"{cells} cells count {count} (modal {mode}, {count - mode:+d}): possible clone or "
+                    f"mosaicism with a loss. Karyotype these cells to see whether the same chromosome "
+                    f"is lost.",
+                )
+            )
+    return sort_flags(flags)
+
+
+def review_flags(n_cells: int, n_reviewed: int, n_low_confidence_cells: int, n_unreadable: int) -> list[Flag]:
+    """Flags about the review itself: automatic counts are never signed out unchecked."""
+    flags: list[Flag] = []
+    if n_unreadable:
+        flags.append(
+            Flag(
+                "UNREADABLE_FILES",
+                "warning",
+                f"{n_unreadable} file{'s' if n_unreadable != 1 else ''} could not be read and "
+                f"{'were' if n_unreadable != 1 else 'was'} not counted.",
+            )
+        )
+    if n_cells and n_reviewed < n_cells:
+        flags.append(
+            Flag(
+                "NOT_REVIEWED",
+                "warning",
+                f"{n_cells - n_reviewed} of {n_cells} automatic counts are not yet reviewed: "
+                f"check every cell before sign-out.",
+            )
+        )
+    if n_low_confidence_cells:
+        flags.append(
+            Flag(
+                "LOW_CONFIDENCE",
+                "info",
+                f"{_cells(n_low_confidence_cells)} with low-confidence detections (orange boxes): "
+                f"check those boxes first.",
+            )
+        )
+    return flags
+
+
+def sort_flags(flags: Sequence[Flag]) -> list[Flag]:
+    """Most severe first, keeping the original order within a severity."""
+    return sorted(flags, key=lambda f: -SEVERITIES.index(f.severity))

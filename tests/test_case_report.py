@@ -1,0 +1,281 @@
+"""The case report (HTML/CSV/JSON), model.json / corrections.json, and the `deepace case` command."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from deepace.inference import CellResult
+from deepace.report import case as case_io
+from deepace.report.render import draw_detections, reading_order
+
+# ------------------------------------------------------------------ a small case and a fake counter
+
+
+def grid_boxes(n: int, width: int, height: int, cols: int = 8) -> list[list[float]]:
+    """n chromosome-like boxes on a grid, row by row."""
+    rows = -(-n // cols)
+    cw, ch = width / cols, height / max(rows, 1)
+    boxes = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        cx, cy = (c + 0.5) * cw, (r + 0.5) * ch
+        boxes.append([cx - 9, cy - 22, cx + 9, cy + 22])
+    return boxes
+
+
+def make_case(
+    root: Path, counts: list[int], size: tuple[int, int] = (400, 320), broken: bool = False
+) -> Path:
+    """A case folder with one PNG per count (dark bars on a light background) and optionally a broken file."""
+    case = root / "case"
+    case.mkdir()
+    for k, n in enumerate(counts, start=1):
+        img = Image.new("L", size, 230)
+        draw = ImageDraw.Draw(img)
+        for box in grid_boxes(n, *size):
+            draw.rounded_rectangle([box[0] + 3, box[1] + 3, box[2] - 3, box[3] - 3], radius=4, fill=70)
+        img.save(case / f"cell{k:02d}.png")
+    if broken:
+        (case / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
+    return case
+
+
+class FakeCounter:
+    """Counts as many bars as the image was made with: the bars of the grid, the first at a low-confidence
+    score (0.6, still counted) and one extra uncounted candidate (0.4). Unreadable files set .error."""
+
+    stain = "auto"
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self.calls: list[Path] = []
+
+    def count_image(self, path: Path) -> CellResult:
+        path = Path(path)
+        self.calls.append(path)
+        try:
+            with Image.open(path) as im:
+                im.load()
+                w, h = im.size
+        except Exception as e:
+            return CellResult(image=path, error=f"cannot read: {e}")
+        n = self.counts.get(path.name, 0)
+        boxes = grid_boxes(n, w, h) + [[2.0, 2.0, 14.0, 30.0]]
+        scores = [0.6] + [0.95] * (n - 1) + [0.4] if n else [0.4]
+        order = np.argsort(-np.array(scores), kind="stable")
+        return CellResult(
+            image=path,
+            width=w,
+            height=h,
+            boxes=np.array(boxes, dtype=np.float32)[order],
+            scores=np.array(scores, dtype=np.float32)[order],
+        )
+
+
+def count_all(case: Path, counter: FakeCounter) -> list[CellResult]:
+    return [counter.count_image(p) for p in case_io.case_images(case)]
+
+
+COUNTS = [46, 46, 47, 45]
+
+
+@pytest.fixture
+def case_and_results(tmp_path: Path) -> tuple[Path, list[CellResult]]:
+    case = make_case(tmp_path, COUNTS, broken=True)
+    counter = FakeCounter({f"cell{k:02d}.png": n for k, n in enumerate(COUNTS, start=1)})
+    results = count_all(case, counter)
+    case_io.write_model_json(case, results)
+    return case, results
+
+
+# ------------------------------------------------------------------ drawing
+
+
+def test_draw_detections_colours_and_size() -> None:
+    gray = np.full((500, 700), 220, np.uint8)
+    boxes = np.array(
+        [[10, 40, 60, 120], [100, 40, 150, 120], [200, 40, 250, 120], [300, 300, 350, 380]], float
+    )
+    scores = np.array([0.95, 0.6, 0.4, 0.1])
+    img = draw_detections(gray, boxes, scores, 0.5, (0.3, 0.7))
+    assert img.mode == "RGB" and img.size == (700, 500)
+    px = np.asarray(img)
+    assert tuple(px[80, 10]) == (0, 114, 255)  # confident: blue
+    assert tuple(px[80, 100]) == (255, 140, 0)  # counted, low confidence: orange
+    left_edge = px[40:120, 200]
+    assert (left_edge == (255, 140, 0)).all(axis=1).any() and (left_edge == 220).all(axis=1).any()  # dashed
+    assert (px[300:380, 300] == 220).all()  # under the band: not drawn
+
+
+def test_reading_order_rows_then_columns() -> None:
+    boxes = np.array([[200, 12, 220, 50], [10, 100, 30, 140], [10, 10, 30, 50], [100, 8, 120, 46]], float)
+    assert reading_order(boxes).tolist() == [2, 3, 0, 1]
+    assert reading_order(np.zeros((0, 4))).tolist() == []
+
+
+# ------------------------------------------------------------------ the report
+
+
+def test_report_html_is_self_contained(
+    case_and_results: tuple[Path, list[CellResult]], tmp_path: Path
+) -> None:
+    case, results = case_and_results
+    paths = case_io.build_case_report(case, results, tmp_path / "out")
+    assert set(paths) == {"html", "csv", "json"} and all(p.is_file() for p in paths.values())
+    page = paths["html"].read_text(encoding="utf-8")
+
+    for n in (45, 46, 47):
+        assert f">{n}<" in page
+    assert "Modal count" in page and "TOO_FEW_CELLS" in page and "EXTEND_COUNT" in page
+    assert "broken.png" in page and "Not counted (1)" in page
+    # pictures are inlined: 4 thumbnails + the histogram, each decodable
+    uris = re.findall(r'src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(uris) == 5
+    for uri in uris:
+        Image.open(io.BytesIO(base64.b64decode(uri))).verify()
+    # nothing is fetched from anywhere
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page
+    # the cells off the mode are highlighted
+    assert page.count('class="off"') == 2 and page.count('class="cell off"') == 2
+
+
+def test_report_csv_and_json(case_and_results: tuple[Path, list[CellResult]]) -> None:
+    case, results = case_and_results
+    paths = case_io.build_case_report(case, results, None)
+    assert paths["html"].parent == case / "deepace-report"
+
+    rows = list(csv.DictReader(paths["csv"].open(encoding="utf-8")))
+    assert [r["image"] for r in rows] == [
+        "broken.png",
+        "cell01.png",
+        "cell02.png",
+        "cell03.png",
+        "cell04.png",
+    ]
+    assert [r["count"] for r in rows] == ["", "46", "46", "47", "45"]
+    assert [r["low_confidence"] for r in rows] == ["0", "2", "2", "2", "2"]
+    assert rows[0]["error"].startswith("cannot read") and all(r["error"] == "" for r in rows[1:])
+    assert [r["off_mode"] for r in rows] == ["0", "0", "0", "1", "1"]
+
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert data["modal_count"] == 46 and data["n_cells"] == 4
+    assert data["histogram"] == {"45": 1, "46": 2, "47": 1}
+    assert data["unreadable"][0]["image"] == "broken.png"
+    assert {f["code"] for f in data["flags"]} >= {
+        "TOO_FEW_CELLS",
+        "EXTEND_COUNT",
+        "NOT_REVIEWED",
+        "UNREADABLE_FILES",
+    }
+    cell = data["cells"][1]
+    assert (cell["low_counted"], cell["low_uncounted"]) == (1, 1)
+
+
+def test_corrections_take_precedence(case_and_results: tuple[Path, list[CellResult]]) -> None:
+    case, results = case_and_results
+    model = case_io.read_model_json(case)
+    # the reviewer removes one box of cell03 (47 -> 46) and marks cell01 reviewed unchanged
+    review = case_io.CellReview.from_model(model["cell03.png"], reviewed=True)
+    review.boxes, review.sources, review.scores = review.boxes[1:], review.sources[1:], review.scores[1:]
+    reviews = {
+        "cell03.png": review,
+        "cell01.png": case_io.CellReview.from_model(model["cell01.png"], reviewed=True),
+    }
+    case_io.write_corrections(case, reviews)
+
+    paths = case_io.build_case_report(case, results)
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    by_name = {c["name"]: c for c in data["cells"]}
+    assert by_name["cell03.png"]["count"] == 46 and by_name["cell03.png"]["model_count"] == 47
+    assert by_name["cell03.png"]["corrected"] and by_name["cell03.png"]["reviewed"]
+    assert by_name["cell01.png"]["reviewed"] and not by_name["cell01.png"]["corrected"]
+    assert not by_name["cell02.png"]["reviewed"]
+    assert data["n_reviewed"] == 2 and data["n_corrected"] == 1
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "corrected" in page and "reviewed" in page and "(model 47)" in page
+
+
+def test_model_and_corrections_are_coco(case_and_results: tuple[Path, list[CellResult]]) -> None:
+    from deepace.data.coco import read_coco
+
+    case, results = case_and_results
+    model = case_io.read_model_json(case)
+    assert model["cell03.png"].count == 47 and model["broken.png"].error
+    np.testing.assert_allclose(model["cell01.png"].boxes, results[1].boxes, atol=0.01)
+
+    records = {r.path.name: r for r in read_coco(case_io.model_json_path(case), check_images=True)}
+    assert records["cell03.png"].count == 48  # raw output: every box, down to low scores
+    assert records["cell03.png"].path == case / "cell03.png"
+
+    review = case_io.CellReview.from_model(model["cell02.png"], reviewed=True)
+    case_io.write_corrections(case, {"cell02.png": review})
+    (rec,) = read_coco(case_io.corrections_path(case))
+    assert rec.path == case / "cell02.png" and rec.count == 46 and rec.expected_count == 46
+    assert rec.meta["reviewed"] is True and rec.meta["model_count"] == 46
+
+
+def test_model_json_keeps_other_cells(case_and_results: tuple[Path, list[CellResult]]) -> None:
+    case, results = case_and_results
+    extra = CellResult(image=case / "new.png", width=10, height=10)
+    case_io.write_model_json(case, [extra])
+    assert set(case_io.read_model_json(case)) == {r.image.name for r in results} | {"new.png"}
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import deepace.inference
+    from deepace.cli import case_cmds
+
+    case = make_case(tmp_path, [46, 47], broken=True)
+    made: list[dict] = []
+
+    def fake_counter(weights=None, stain="auto", score_threshold=None):
+        made.append({"weights": weights, "stain": stain, "score_threshold": score_threshold})
+        return FakeCounter({"cell01.png": 46, "cell02.png": 47})
+
+    monkeypatch.setattr(deepace.inference, "Counter", fake_counter, raising=False)
+    app = typer.Typer()
+    case_cmds.register(app)
+    app.command("noop")(lambda: None)  # keep `case` a named subcommand
+    out = tmp_path / "report"
+    res = CliRunner().invoke(
+        app,
+        [
+            "case",
+            str(case),
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0.6",
+            "--stain",
+            "brightfield",
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert made == [{"weights": None, "stain": "brightfield", "score_threshold": 0.6}]
+    assert (out / "report.html").is_file() and (out / "report.csv").is_file()
+    assert case_io.model_json_path(case).is_file()
+    assert "broken.png" in res.output and "Report:" in res.output
+
+    res = CliRunner().invoke(app, ["case", str(case), "--stain", "purple"])
+    assert res.exit_code != 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(app, ["case", str(empty)])
+    assert res.exit_code == 1

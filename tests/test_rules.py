@@ -1,0 +1,101 @@
+"""The cytogenetic counting rules on hand-made count lists."""
+
+from __future__ import annotations
+
+from deepace.report.rules import (
+    Flag,
+    cells_off_mode,
+    count_histogram,
+    evaluate_counts,
+    modal_count,
+    review_flags,
+    sort_flags,
+)
+
+
+def codes(flags: list[Flag]) -> list[str]:
+    return [f.code for f in flags]
+
+
+def test_modal_count_plain_and_ties() -> None:
+    assert modal_count([46, 46, 45, 47]) == 46
+    assert modal_count([47, 47, 47, 46]) == 47
+    assert modal_count([45, 45, 47, 47]) in (45, 47)
+    assert modal_count([44, 44, 46, 46]) == 46  # a tie goes to the count nearest 46
+    assert modal_count([45, 45, 47, 47]) == 45  # equally near: the smaller
+    assert modal_count([]) is None
+
+
+def test_cells_off_mode_and_histogram() -> None:
+    counts = [46, 45, 46, 47, 46]
+    assert cells_off_mode(counts) == [1, 3]
+    assert cells_off_mode(counts, mode=45) == [0, 2, 3, 4]
+    assert cells_off_mode([]) == []
+    assert count_histogram(counts) == {45: 1, 46: 3, 47: 1}
+    assert list(count_histogram([47, 45, 46])) == [45, 46, 47]
+
+
+def test_twenty_normal_cells_raise_nothing() -> None:
+    assert evaluate_counts([46] * 20) == []
+
+
+def test_no_cells() -> None:
+    flags = evaluate_counts([])
+    assert codes(flags) == ["NO_CELLS"]
+    assert flags[0].severity == "alert"
+
+
+def test_fewer_than_twenty_cells() -> None:
+    flags = evaluate_counts([46] * 19)
+    assert codes(flags) == ["TOO_FEW_CELLS"]
+    assert flags[0].severity == "warning"
+    assert "19 cells" in flags[0].message and "20" in flags[0].message
+
+
+def test_one_cell_off_mode_asks_to_extend_the_count() -> None:
+    flags = evaluate_counts([46] * 19 + [45])
+    assert codes(flags) == ["EXTEND_COUNT"]
+    assert "30-50" in flags[0].message
+    # a single gain or two losses are not yet a clone
+    assert "POSSIBLE_CLONE_GAIN" not in codes(evaluate_counts([46] * 19 + [47]))
+    assert "POSSIBLE_CLONE_LOSS" not in codes(evaluate_counts([46] * 18 + [45, 45]))
+
+
+def test_extended_count_only_notes_cells_off_mode() -> None:
+    flags = evaluate_counts([46] * 29 + [45])
+    assert codes(flags) == ["CELLS_OFF_MODE"]
+    assert flags[0].severity == "info"
+
+
+def test_two_cells_with_the_same_gain_suggest_a_clone() -> None:
+    flags = evaluate_counts([46] * 18 + [47, 47])
+    assert "POSSIBLE_CLONE_GAIN" in codes(flags)
+    assert "EXTEND_COUNT" in codes(flags)
+    assert codes(flags)[0] == "POSSIBLE_CLONE_GAIN"  # most severe first
+    # two different gains are not the same gain
+    assert "POSSIBLE_CLONE_GAIN" not in codes(evaluate_counts([46] * 18 + [47, 48]))
+
+
+def test_three_cells_with_the_same_loss_suggest_a_clone() -> None:
+    assert "POSSIBLE_CLONE_LOSS" in codes(evaluate_counts([46] * 17 + [45, 45, 45]))
+    assert "POSSIBLE_CLONE_LOSS" not in codes(evaluate_counts([46] * 17 + [45, 45, 44]))
+
+
+def test_abnormal_mode_and_a_normal_line() -> None:
+    flags = evaluate_counts([47] * 18 + [46, 46])
+    assert codes(flags)[:2] == ["ABNORMAL_MODE", "POSSIBLE_MOSAIC_NORMAL"]
+    assert "47" in flags[0].message
+    # gains and losses are measured from the mode: 48 twice over a 47 mode is a clone gain
+    assert "POSSIBLE_CLONE_GAIN" in codes(evaluate_counts([47] * 18 + [48, 48]))
+
+
+def test_review_flags() -> None:
+    assert review_flags(20, 20, 0, 0) == []
+    assert codes(review_flags(20, 5, 3, 1)) == ["UNREADABLE_FILES", "NOT_REVIEWED", "LOW_CONFIDENCE"]
+    assert "15 of 20" in review_flags(20, 5, 0, 0)[0].message
+
+
+def test_sort_flags_is_stable_by_severity() -> None:
+    flags = [Flag("A", "info", ""), Flag("B", "alert", ""), Flag("C", "warning", ""), Flag("D", "alert", "")]
+    assert codes(sort_flags(flags)) == ["B", "D", "C", "A"]
+    assert flags[0].to_dict() == {"code": "A", "severity": "info", "message": ""}
