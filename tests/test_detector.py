@@ -1,0 +1,77 @@
+"""The assembled model: every paper switch builds, trains one step and predicts."""
+
+import pytest
+import torch
+
+from deepace.models.detector import build_detector
+from deepace.models.heads import ConvBoxPredictor
+from deepace.models.hnas import HardNegativeAnchorSampler
+from deepace.models.rpn import DeepACERPN
+from tests.helpers_detection import tiny_config
+
+IMAGE = torch.rand(3, 128, 160)
+TARGET = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 70.0], [30.0, 20.0, 60.0, 80.0], [90, 40, 150, 70]]),
+          "labels": torch.ones(3, dtype=torch.int64)}
+
+
+@pytest.mark.parametrize("switches", [
+    {},
+    {"hnas": False},
+    {"head": "fc"},
+    {"repulsion": "repgt"},
+    {"repulsion": "none", "rpn_soft_nms": None, "box_soft_nms": None},
+    {"input_scale": 0.5},
+])
+def test_switches_train_and_predict(switches: dict) -> None:
+    torch.manual_seed(0)
+    model = build_detector(tiny_config(**switches).model)
+    model.train()
+    losses = model([IMAGE], [TARGET])
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    if switches.get("repulsion", "tnrl") != "none":
+        expected.add("loss_repulsion")
+    assert set(losses) == expected
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([IMAGE])[0]
+    assert out["boxes"].shape[1] == 4 and len(out["scores"]) == len(out["boxes"])
+    assert (out["scores"][:-1] >= out["scores"][1:]).all()
+
+
+def test_components_are_what_the_config_says() -> None:
+    model = build_detector(tiny_config().model)
+    assert isinstance(model.rpn, DeepACERPN)
+    assert isinstance(model.rpn.fg_bg_sampler, HardNegativeAnchorSampler)
+    assert isinstance(model.roi_heads.box_predictor, ConvBoxPredictor)
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [2 * 3]
+    paper = build_detector(tiny_config(anchor_sizes=(32, 64, 96, 128), aspect_ratios=(
+        1 / 5, 1 / 4, 1 / 3, 1 / 2, 1, 2, 3, 4, 5)).model)
+    assert paper.rpn.anchor_generator.num_anchors_per_location() == [36]
+
+
+def test_anchors_scale_with_input_resolution() -> None:
+    half = build_detector(tiny_config(input_scale=0.5).model)
+    assert half.rpn.anchor_generator.sizes == ((16.0, 24.0),)
+
+
+def test_conv_head_shapes_follow_the_paper() -> None:
+    head = ConvBoxPredictor(64, 2)
+    x = torch.rand(5, 64, 7, 7)
+    assert head.cls_branch(x).shape == (5, 64)  # 7x7 -> 3x3/3 -> 2x2 -> 2x2/1 -> 1x1
+    assert [m.out_channels for m in head.reg_branch if isinstance(m, torch.nn.Conv2d)] == [128, 32, 8, 1]
+    scores, deltas = head(x)
+    assert scores.shape == (5, 2) and deltas.shape == (5, 8)
+
+
+def test_repulsion_term_is_weighted_by_alpha() -> None:
+    torch.manual_seed(0)
+    m1 = build_detector(tiny_config(repulsion_weight=1.0).model)
+    torch.manual_seed(0)
+    m10 = build_detector(tiny_config(repulsion_weight=10.0).model)
+    torch.manual_seed(1)
+    l1 = m1.train()([IMAGE], [TARGET])["loss_repulsion"]
+    torch.manual_seed(1)
+    l10 = m10.train()([IMAGE], [TARGET])["loss_repulsion"]
+    assert l1.item() > 0
+    assert l10.item() == pytest.approx(10 * l1.item(), rel=1e-4)
