@@ -111,24 +111,39 @@ def with_overrides(config: Config, overrides: list[str]) -> Config:
         part = getattr(config, section)
         if name not in {f.name for f in fields(part)}:
             raise ValueError(f"unknown {section} key {name!r}")
-        config = replace(config, **{section: replace(part, **{name: tuple(value) if isinstance(value, list)
-                                                               else value})})
+        config = replace(
+            config, **{section: replace(part, **{name: tuple(value) if isinstance(value, list) else value})}
+        )
     return config
 
 
 PRESETS: dict[str, Config] = {
     # The paper's configuration, unchanged.
     "paper": Config(),
-    # Plain Faster R-CNN: no HNAS, fc heads, no repulsion, hard NMS (Table 2's first row / Table 3's baseline).
-    "baseline": Config(model=ModelConfig(hnas=False, head="fc", repulsion="none", rpn_soft_nms=None,
-                                         box_soft_nms=None)),
+    # Plain Faster R-CNN: no HNAS, fc heads, no repulsion, hard NMS only.
+    "baseline": Config(
+        model=ModelConfig(hnas=False, head="fc", repulsion="none", rpn_soft_nms=None, box_soft_nms=None)
+    ),
     # What we can train on a 2-core CPU in about an hour: MobileNetV2, images at 3/4 scale, fewer
     # proposals, a larger learning rate with warm-up (the paper's 0.001 is for 100k iterations).
     "cpu": Config(
-        model=ModelConfig(backbone="mobilenet_v2", input_scale=0.75, rpn_pre_nms_top_n_train=1000,
-                          rpn_post_nms_top_n_train=500, rpn_pre_nms_top_n_test=600,
-                          rpn_post_nms_top_n_test=200, box_batch_size_per_image=128),
-        train=TrainConfig(iterations=8000, lr=0.005, warmup_iterations=300, clip_grad_norm=10.0, val_every=1000,
-                          checkpoint_every=250, val_max_images=60),
+        model=ModelConfig(
+            backbone="mobilenet_v2",
+            input_scale=0.75,
+            rpn_pre_nms_top_n_train=1000,
+            rpn_post_nms_top_n_train=500,
+            rpn_pre_nms_top_n_test=600,
+            rpn_post_nms_top_n_test=200,
+            box_batch_size_per_image=128,
+        ),
+        train=TrainConfig(
+            iterations=8000,
+            lr=0.005,
+            warmup_iterations=300,
+            clip_grad_norm=10.0,
+            val_every=1000,
+            checkpoint_every=250,
+            val_max_images=60,
+        ),
     ),
 }

@@ -62,8 +62,9 @@ def lr_factor(iteration: int, config: Config) -> float:
     return factor
 
 
-def samples_for_iteration(iteration: int, n_images: int, config: Config, dist_info: DistInfo
-                          ) -> list[tuple[int, bool, bool]]:
+def samples_for_iteration(
+    iteration: int, n_images: int, config: Config, dist_info: DistInfo
+) -> list[tuple[int, bool, bool]]:
     """(image index, horizontal flip, vertical flip) for this process at this iteration."""
     batch = config.train.batch_size
     out = []
@@ -77,8 +78,9 @@ def samples_for_iteration(iteration: int, n_images: int, config: Config, dist_in
     return out
 
 
-def predict_records(detector: Detector, records: list[ImageRecord], progress: bool = False
-                    ) -> list[ImagePrediction]:
+def predict_records(
+    detector: Detector, records: list[ImageRecord], progress: bool = False
+) -> list[ImagePrediction]:
     preds = []
     for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
         boxes, scores = detector.predict_gray(detector.prepare(record.path))
@@ -86,8 +88,13 @@ def predict_records(detector: Detector, records: list[ImageRecord], progress: bo
     return preds
 
 
-def validate(model: torch.nn.Module, config: Config, records: list[ImageRecord], tune_threshold: bool = True,
-             progress: bool = False) -> tuple[dict[str, Any], float]:
+def validate(
+    model: torch.nn.Module,
+    config: Config,
+    records: list[ImageRecord],
+    tune_threshold: bool = True,
+    progress: bool = False,
+) -> tuple[dict[str, Any], float]:
     """Paper metrics on `records`; with tune_threshold the counting threshold that maximises exact-count
     accuracy on these records is chosen first (and returned)."""
     was_training = model.training
@@ -108,10 +115,16 @@ def _selection_key(metrics: dict[str, Any]) -> tuple[float, float]:
     return (metrics["count"]["exact"] or 0.0, -(at50["AER"] if at50["AER"] is not None else math.inf))
 
 
-def train(config: Config, train_records: list[ImageRecord], val_records: list[ImageRecord], out_dir: Path,
-          resume: bool = False, progress: bool = True,
-          stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None
-          ) -> dict[str, Any]:
+def train(
+    config: Config,
+    train_records: list[ImageRecord],
+    val_records: list[ImageRecord],
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train, validate periodically, keep `last.pt` (resumable) and `best.pt` (model file) in out_dir.
 
     stop_after: stop (as if interrupted) after this many iterations of this call; used by tests.
@@ -144,14 +157,23 @@ def train(config: Config, train_records: list[ImageRecord], val_records: list[Im
     dataset = DetectionDataset(train_records, config.model.preprocess_threshold)
     log_file = (out_dir / "log.jsonl").open("a") if dist_info.is_main else None
     end = t.iterations if stop_after is None else min(t.iterations, start + stop_after)
-    bar = tqdm(range(start, end), initial=start, total=t.iterations, desc="training", unit="it",
-               disable=not (progress and dist_info.is_main), dynamic_ncols=True)
+    bar = tqdm(
+        range(start, end),
+        initial=start,
+        total=t.iterations,
+        desc="training",
+        unit="it",
+        disable=not (progress and dist_info.is_main),
+        dynamic_ncols=True,
+    )
     window: dict[str, list[float]] = {}
     tic = time.time()
     for iteration in bar:
         torch.manual_seed(t.seed * 1_000_003 + iteration * dist_info.world_size + dist_info.rank)
-        batch = [dataset.load(i, h, v) for i, h, v in samples_for_iteration(iteration, len(dataset), config,
-                                                                             dist_info)]
+        batch = [
+            dataset.load(i, h, v)
+            for i, h, v in samples_for_iteration(iteration, len(dataset), config, dist_info)
+        ]
         images, targets = [b[0] for b in batch], [b[1] for b in batch]
         losses = net(images, targets)
         loss = sum(losses.values())
@@ -167,13 +189,17 @@ def train(config: Config, train_records: list[ImageRecord], val_records: list[Im
             window.setdefault(k, []).append(float(v.detach()))
         done = iteration + 1
         if done % t.log_every == 0 or done == end:
-            entry = {"iteration": done, "lr": optimizer.param_groups[0]["lr"],
-                     "seconds_per_it": (time.time() - tic) / max(1, len(window.get("loss_classifier", [1]))),
-                     **{k: float(np.mean(v)) for k, v in window.items()}}
+            entry = {
+                "iteration": done,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds_per_it": (time.time() - tic) / max(1, len(window.get("loss_classifier", [1]))),
+                **{k: float(np.mean(v)) for k, v in window.items()},
+            }
             entry["loss"] = sum(float(np.mean(v)) for v in window.values())
             window, tic = {}, time.time()
-            bar.set_postfix({k.replace("loss_", ""): f"{v:.3f}" for k, v in entry.items()
-                             if k.startswith("loss")})
+            bar.set_postfix(
+                {k.replace("loss_", ""): f"{v:.3f}" for k, v in entry.items() if k.startswith("loss")}
+            )
             if log_file:
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
@@ -190,16 +216,32 @@ def train(config: Config, train_records: list[ImageRecord], val_records: list[Im
             if best_key is None or key > tuple(best_key):
                 best_key = list(key)
                 best_config = Config.from_dict({**config.to_dict(), "score_threshold": threshold})
-                save_model(out_dir / "best.pt", model, best_config, threshold,
-                           meta={"iteration": done, "val": metrics})
+                save_model(
+                    out_dir / "best.pt",
+                    model,
+                    best_config,
+                    threshold,
+                    meta={"iteration": done, "val": metrics},
+                )
             at50 = metrics["by_iou"]["0.5"]
-            tqdm.write(f"[val @ {done}] AP50 {at50['AP']:.2f}  WCR {at50['WCR']:.1f}%  AER {at50['AER']:.2f}%  "
-                       f"exact count {metrics['count']['exact']:.1f}%  (threshold {threshold:.3f})")
+            tqdm.write(
+                f"[val @ {done}] AP50 {at50['AP']:.2f}  WCR {at50['WCR']:.1f}%  AER {at50['AER']:.2f}%  "
+                f"exact count {metrics['count']['exact']:.1f}%  (threshold {threshold:.3f})"
+            )
         if dist_info.is_main and (done % t.checkpoint_every == 0 or done == end):
             tmp = last_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "iteration": done, "best_key": best_key,
-                        "history": history, "config": config.to_dict()}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "iteration": done,
+                    "best_key": best_key,
+                    "history": history,
+                    "config": config.to_dict(),
+                },
+                tmp,
+            )
             tmp.replace(last_path)
     if log_file:
         log_file.close()

@@ -37,14 +37,25 @@ class CellResult:
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "deepace.pt"
 
 
-def save_model(path: Path, model, config, score_threshold: float, meta: dict | None = None,  # noqa: ANN001
-               half: bool = False) -> None:
+def save_model(
+    path: Path,
+    model,
+    config,
+    score_threshold: float,
+    meta: dict | None = None,  # noqa: ANN001
+    half: bool = False,
+) -> None:
     """Write a self-describing model file: config, weights, counting threshold and provenance."""
     import torch
 
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    payload = {"format": "deepace-model/1", "config": config.to_dict(), "state_dict": state,
-               "score_threshold": float(score_threshold), "meta": meta or {}}
+    payload = {
+        "format": "deepace-model/1",
+        "config": config.to_dict(),
+        "state_dict": state,
+        "score_threshold": float(score_threshold),
+        "meta": meta or {},
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -79,8 +90,9 @@ class Detector:
             raise ValueError(f"{path}: not a DeepACE model file")
         config = Config.from_dict(payload["config"])
         model = build_detector(config.model, load_backbone_weights=False)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in payload["state_dict"].items()})
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        )
         return cls(model, config, float(payload.get("score_threshold", config.score_threshold)), num_threads)
 
     def prepare(self, path: Path, stain: str = "auto") -> np.ndarray:
@@ -104,12 +116,19 @@ class Detector:
 class Counter:
     """Counts chromosomes image by image; unreadable images give a result with `.error` set."""
 
-    def __init__(self, weights: Path | None = None, stain: str = "auto", score_threshold: float | None = None,
-                 low_confidence_margin: float = 0.2, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        weights: Path | None = None,
+        stain: str = "auto",
+        score_threshold: float | None = None,
+        low_confidence_margin: float = 0.2,
+        num_threads: int | None = None,
+    ) -> None:
         self.detector = Detector.load(weights, num_threads)
         self.stain = stain
-        self.score_threshold = (score_threshold if score_threshold is not None
-                                else self.detector.score_threshold)
+        self.score_threshold = (
+            score_threshold if score_threshold is not None else self.detector.score_threshold
+        )
         t = self.score_threshold
         self.low_band = (max(0.0, t - low_confidence_margin), min(1.0, t + low_confidence_margin))
 
@@ -120,14 +139,27 @@ class Counter:
         try:
             gray = self.detector.prepare(path, self.stain)
         except (ImageReadError, OSError, ValueError) as exc:
-            return CellResult(image=path, score_threshold=self.score_threshold,
-                              low_confidence_band=self.low_band, error=str(exc))
+            return CellResult(
+                image=path,
+                score_threshold=self.score_threshold,
+                low_confidence_band=self.low_band,
+                error=str(exc),
+            )
         boxes, scores = self.detector.predict_gray(gray)
-        return CellResult(image=path, width=gray.shape[1], height=gray.shape[0], boxes=boxes, scores=scores,
-                          score_threshold=self.score_threshold, low_confidence_band=self.low_band)
+        return CellResult(
+            image=path,
+            width=gray.shape[1],
+            height=gray.shape[0],
+            boxes=boxes,
+            scores=scores,
+            score_threshold=self.score_threshold,
+            low_confidence_band=self.low_band,
+        )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:
         from tqdm import tqdm
 
-        return [self.count_image(p) for p in tqdm(list(paths), desc="counting", unit="cell",
-                                                  disable=not progress or len(paths) < 2)]
+        return [
+            self.count_image(p)
+            for p in tqdm(list(paths), desc="counting", unit="cell", disable=not progress or len(paths) < 2)
+        ]

@@ -23,10 +23,12 @@ def blob_image(rng: np.random.Generator, size: int = 160, n: int = 3) -> tuple[n
             w = int(w * 2)
         x, y = int(rng.integers(4, size - w - 4)), int(rng.integers(4, size - h - 4))
         cand = [x, y, x + w, y + h]
-        if any(not (cand[2] + 4 < b[0] or b[2] + 4 < cand[0] or cand[3] + 4 < b[1] or b[3] + 4 < cand[1])
-               for b in boxes):
+        if any(
+            not (cand[2] + 4 < b[0] or b[2] + 4 < cand[0] or cand[3] + 4 < b[1] or b[3] + 4 < cand[1])
+            for b in boxes
+        ):
             continue
-        img[y:y + h, x:x + w] = 60
+        img[y : y + h, x : x + w] = 60
         boxes.append([float(v) for v in cand])
     return img, np.array(boxes, dtype=np.float32)
 
@@ -44,10 +46,28 @@ def write_blob_records(folder: Path, n_images: int, seed: int = 0, size: int = 1
 
 
 def tiny_config(iterations: int = 40, **model: object) -> Config:
-    base = {"backbone": "resnet18", "anchor_sizes": (32, 48), "aspect_ratios": (0.5, 1.0, 2.0),
-            "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 50, "rpn_pre_nms_top_n_test": 200,
-            "rpn_post_nms_top_n_test": 50, "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 32}
+    base = {
+        "backbone": "resnet18",
+        "anchor_sizes": (32, 48),
+        "aspect_ratios": (0.5, 1.0, 2.0),
+        "rpn_pre_nms_top_n_train": 200,
+        "rpn_post_nms_top_n_train": 50,
+        "rpn_pre_nms_top_n_test": 200,
+        "rpn_post_nms_top_n_test": 50,
+        "rpn_batch_size_per_image": 128,
+        "box_batch_size_per_image": 32,
+    }
     base.update(model)
-    return Config(model=ModelConfig(**base),  # type: ignore[arg-type]
-                  train=TrainConfig(iterations=iterations, lr=0.01, warmup_iterations=5, val_every=10_000,
-                                    checkpoint_every=10, log_every=5, seed=0, clip_grad_norm=10.0))
+    return Config(
+        model=ModelConfig(**base),  # type: ignore[arg-type]
+        train=TrainConfig(
+            iterations=iterations,
+            lr=0.01,
+            warmup_iterations=5,
+            val_every=10_000,
+            checkpoint_every=10,
+            log_every=5,
+            seed=0,
+            clip_grad_norm=10.0,
+        ),
+    )

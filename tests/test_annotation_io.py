@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from conftest import spread
+from tests.conftest import spread
 from PIL import Image
 from typer.testing import CliRunner
 

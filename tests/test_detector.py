@@ -10,18 +10,23 @@ from deepace.models.rpn import DeepACERPN
 from tests.helpers_detection import tiny_config
 
 IMAGE = torch.rand(3, 128, 160)
-TARGET = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 70.0], [30.0, 20.0, 60.0, 80.0], [90, 40, 150, 70]]),
-          "labels": torch.ones(3, dtype=torch.int64)}
+TARGET = {
+    "boxes": torch.tensor([[10.0, 10.0, 40.0, 70.0], [30.0, 20.0, 60.0, 80.0], [90, 40, 150, 70]]),
+    "labels": torch.ones(3, dtype=torch.int64),
+}
 
 
-@pytest.mark.parametrize("switches", [
-    {},
-    {"hnas": False},
-    {"head": "fc"},
-    {"repulsion": "repgt"},
-    {"repulsion": "none", "rpn_soft_nms": None, "box_soft_nms": None},
-    {"input_scale": 0.5},
-])
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {},
+        {"hnas": False},
+        {"head": "fc"},
+        {"repulsion": "repgt"},
+        {"repulsion": "none", "rpn_soft_nms": None, "box_soft_nms": None},
+        {"input_scale": 0.5},
+    ],
+)
 def test_switches_train_and_predict(switches: dict) -> None:
     torch.manual_seed(0)
     model = build_detector(tiny_config(**switches).model)
@@ -45,8 +50,11 @@ def test_components_are_what_the_config_says() -> None:
     assert isinstance(model.rpn.fg_bg_sampler, HardNegativeAnchorSampler)
     assert isinstance(model.roi_heads.box_predictor, ConvBoxPredictor)
     assert model.rpn.anchor_generator.num_anchors_per_location() == [2 * 3]
-    paper = build_detector(tiny_config(anchor_sizes=(32, 64, 96, 128), aspect_ratios=(
-        1 / 5, 1 / 4, 1 / 3, 1 / 2, 1, 2, 3, 4, 5)).model)
+    paper = build_detector(
+        tiny_config(
+            anchor_sizes=(32, 64, 96, 128), aspect_ratios=(1 / 5, 1 / 4, 1 / 3, 1 / 2, 1, 2, 3, 4, 5)
+        ).model
+    )
     assert paper.rpn.anchor_generator.num_anchors_per_location() == [36]
 
 

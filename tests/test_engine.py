@@ -32,7 +32,8 @@ def test_tiny_training_lowers_loss_and_raises_ap(tmp_path: Path) -> None:
     assert after > before + 25, (before, after)
     # the run folder is complete and its model loads for counting
     assert {"config.json", "log.jsonl", "metrics.jsonl", "last.pt", "best.pt"} <= {
-        p.name for p in (tmp_path / "run").iterdir()}
+        p.name for p in (tmp_path / "run").iterdir()
+    }
     detector = Detector.load(tmp_path / "run" / "best.pt")
     boxes, scores = detector.predict_gray(np.asarray(__import__("PIL.Image").Image.open(records[0].path)))
     assert len(boxes) == len(scores)
@@ -54,7 +55,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> No
 def test_learning_rate_schedule_steps_at_40_and_80_percent() -> None:
     config = tiny_config(iterations=100)
     config = replace(config, train=replace(config.train, warmup_iterations=0))
-    assert [lr_factor(i, config) for i in (0, 39, 40, 79, 80, 99)] == [1, 1, 0.1, 0.1, 0.1 ** 2, 0.1 ** 2]
+    assert [lr_factor(i, config) for i in (0, 39, 40, 79, 80, 99)] == [1, 1, 0.1, 0.1, 0.1**2, 0.1**2]
 
 
 def test_sampling_is_deterministic_and_splits_across_processes() -> None:

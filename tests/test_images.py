@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import spread
+from tests.conftest import spread
 from PIL import Image
 
 from deepace.data.images import (

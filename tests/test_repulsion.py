@@ -73,8 +73,12 @@ def test_smooth_ln_matches_definition() -> None:
     x = torch.tensor([0.0, 0.3, 0.6, 0.9])
     assert smooth_ln(x, 1.0).tolist() == pytest.approx((-torch.log(1 - x)).tolist())
     sigma = 0.5
-    expected = [-torch.log(torch.tensor(1 - v)).item() if v <= sigma
-                else (v - sigma) / (1 - sigma) - torch.log(torch.tensor(1 - sigma)).item() for v in x.tolist()]
+    expected = [
+        -torch.log(torch.tensor(1 - v)).item()
+        if v <= sigma
+        else (v - sigma) / (1 - sigma) - torch.log(torch.tensor(1 - sigma)).item()
+        for v in x.tolist()
+    ]
     assert smooth_ln(x, sigma).tolist() == pytest.approx(expected)
 
 

@@ -19,9 +19,11 @@ def count_command(
     json_file: Path | None = typer.Option(None, "--json", help="Write detections (down to 0.05) as json."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write image, count, low-confidence as CSV."),
     stain: str = typer.Option("auto", "--stain", help="auto | brightfield | fluorescence"),
-    score_threshold: float | None = typer.Option(None, "--score-threshold",
-                                                 help="Count detections scoring at least this "
-                                                      "(default: the model's validated threshold)."),
+    score_threshold: float | None = typer.Option(
+        None,
+        "--score-threshold",
+        help="Count detections scoring at least this (default: the model's validated threshold).",
+    ),
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all)."),
 ) -> None:
@@ -89,8 +91,9 @@ def _write_annotated(results, out: Path) -> None:  # noqa: ANN001
     for r in results:
         if r.error:
             continue
-        picture = draw_detections(load_image(r.image), r.boxes, r.scores, r.score_threshold,
-                                  r.low_confidence_band)
+        picture = draw_detections(
+            load_image(r.image), r.boxes, r.scores, r.score_threshold, r.low_confidence_band
+        )
         picture.save(out / f"{Path(r.image).stem}_count{r.count}.png")
 
 
@@ -100,8 +103,15 @@ def _write_csv(results, path: Path) -> None:  # noqa: ANN001
         writer = csv.writer(f)
         writer.writerow(["image", "count", "low_confidence", "score_threshold", "error"])
         for r in results:
-            writer.writerow([r.image, "" if r.error else r.count, "" if r.error else r.low_confidence,
-                             r.score_threshold, r.error or ""])
+            writer.writerow(
+                [
+                    r.image,
+                    "" if r.error else r.count,
+                    "" if r.error else r.low_confidence,
+                    r.score_threshold,
+                    r.error or "",
+                ]
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -25,8 +25,9 @@ def train_command(
     config_file: Path | None = typer.Option(None, "--config", help="JSON config (see deepace/config.py)."),
     preset: str = typer.Option("paper", "--preset", help=f"One of: {', '.join(PRESETS)}."),
     overrides: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.hnas=false."),
-    backbone_weights: Path | None = typer.Option(None, "--backbone-weights",
-                                                 help="ImageNet weights (.pth, or VGG16 .onnx)."),
+    backbone_weights: Path | None = typer.Option(
+        None, "--backbone-weights", help="ImageNet weights (.pth, or VGG16 .onnx)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
 ) -> None:
     """Train DeepACE (SGD, step decay, flips, periodic validation, exact resume)."""

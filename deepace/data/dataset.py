@@ -21,8 +21,9 @@ def prepare_image(path, stain: str = "auto", preprocess_threshold: int | None = 
 
 
 class DetectionDataset(Dataset):
-    def __init__(self, records: list[ImageRecord], preprocess_threshold: int | None = 200,
-                 stain: str = "auto") -> None:
+    def __init__(
+        self, records: list[ImageRecord], preprocess_threshold: int | None = 200, stain: str = "auto"
+    ) -> None:
         self.records = records
         self.preprocess_threshold = preprocess_threshold
         self.stain = stain

@@ -28,35 +28,48 @@ class DeepACE(GeneralizedRCNN):
         backbone = build_backbone(config.backbone, weights, config.trainable_backbone_layers)
         # Anchors are given in original-image pixels; the network sees images resized by input_scale.
         sizes = tuple((s * config.input_scale,) for s in config.anchor_sizes)
-        anchors = AnchorGenerator(sizes=(tuple(s[0] for s in sizes),),
-                                  aspect_ratios=(tuple(config.aspect_ratios),))
+        anchors = AnchorGenerator(
+            sizes=(tuple(s[0] for s in sizes),), aspect_ratios=(tuple(config.aspect_ratios),)
+        )
         rpn = DeepACERPN(
             anchors,
             RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
-            fg_iou_thresh=0.7, bg_iou_thresh=0.3,
+            fg_iou_thresh=0.7,
+            bg_iou_thresh=0.3,
             batch_size_per_image=config.rpn_batch_size_per_image,
             positive_fraction=config.rpn_positive_fraction,
-            pre_nms_top_n={"training": config.rpn_pre_nms_top_n_train,
-                           "testing": config.rpn_pre_nms_top_n_test},
-            post_nms_top_n={"training": config.rpn_post_nms_top_n_train,
-                            "testing": config.rpn_post_nms_top_n_test},
+            pre_nms_top_n={
+                "training": config.rpn_pre_nms_top_n_train,
+                "testing": config.rpn_pre_nms_top_n_test,
+            },
+            post_nms_top_n={
+                "training": config.rpn_post_nms_top_n_train,
+                "testing": config.rpn_post_nms_top_n_test,
+            },
             nms_thresh=config.rpn_nms_iou,
-            hnas=config.hnas, soft_nms_method=config.rpn_soft_nms,
+            hnas=config.hnas,
+            soft_nms_method=config.rpn_soft_nms,
         )
-        box_head, box_predictor = build_box_head(config.head, backbone.out_channels, NUM_CLASSES,
-                                                 depthwise=config.conv_head_depthwise)
+        box_head, box_predictor = build_box_head(
+            config.head, backbone.out_channels, NUM_CLASSES, depthwise=config.conv_head_depthwise
+        )
         roi_heads = DeepACERoIHeads(
             MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
-            box_head, box_predictor,
-            fg_iou_thresh=0.5, bg_iou_thresh=0.5,
+            box_head,
+            box_predictor,
+            fg_iou_thresh=0.5,
+            bg_iou_thresh=0.5,
             batch_size_per_image=config.box_batch_size_per_image,
             positive_fraction=config.box_positive_fraction,
             bbox_reg_weights=None,
-            score_thresh=config.box_score_thresh, nms_thresh=config.box_nms_iou,
+            score_thresh=config.box_score_thresh,
+            nms_thresh=config.box_nms_iou,
             detections_per_img=config.detections_per_img,
-            repulsion=config.repulsion, repulsion_weight=config.repulsion_weight,
+            repulsion=config.repulsion,
+            repulsion_weight=config.repulsion_weight,
             smooth_ln_sigma=config.smooth_ln_sigma,
-            soft_nms_method=config.box_soft_nms, soft_nms_iou=config.box_nms_iou,
+            soft_nms_method=config.box_soft_nms,
+            soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
         )
         super().__init__(_SingleMap(backbone), rpn, roi_heads, FixedScaleTransform(config.input_scale))

@@ -25,14 +25,16 @@ class ConvBoxPredictor(nn.Module):
             raise ValueError("the paper's classification branch (3×3/3 then 2×2) expects 7×7 RoI features")
         groups = in_channels if depthwise else 1
         self.cls_branch = nn.Sequential(
-            nn.Conv2d(in_channels, in_channels, 3, stride=3, groups=groups), nn.ReLU(inplace=True),
-            nn.Conv2d(in_channels, in_channels, 2, stride=1, groups=groups), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, in_channels, 3, stride=3, groups=groups),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, in_channels, 2, stride=1, groups=groups),
+            nn.ReLU(inplace=True),
             nn.Flatten(),
         )
         self.cls_score = nn.Linear(in_channels, num_classes)
         reg_layers: list[nn.Module] = []
         channels = [in_channels, 128, 32, 8, 1]
-        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
             reg_layers.append(nn.Conv2d(c_in, c_out, 3, stride=1, padding=1))
             if i < len(channels) - 2:
                 reg_layers.append(nn.ReLU(inplace=True))
@@ -46,8 +48,14 @@ class ConvBoxPredictor(nn.Module):
         return self.cls_score(self.cls_branch(x)), self.bbox_pred(self.reg_branch(x))
 
 
-def build_box_head(kind: str, in_channels: int, num_classes: int, roi_size: int = 7,
-                   depthwise: bool = True, representation_size: int = 1024) -> tuple[nn.Module, nn.Module]:
+def build_box_head(
+    kind: str,
+    in_channels: int,
+    num_classes: int,
+    roi_size: int = 7,
+    depthwise: bool = True,
+    representation_size: int = 1024,
+) -> tuple[nn.Module, nn.Module]:
     """(box_head, box_predictor) for torchvision's RoIHeads."""
     if kind == "conv":
         return nn.Identity(), ConvBoxPredictor(in_channels, num_classes, roi_size, depthwise)

@@ -24,8 +24,12 @@ class HardNegativeAnchorSampler:
     image still yields `batch_size_per_image` anchors whenever it has that many.
     """
 
-    def __init__(self, batch_size_per_image: int = 512, positive_fraction: float = 0.25,
-                 hard_fraction_of_negatives: float = 0.5) -> None:
+    def __init__(
+        self,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        hard_fraction_of_negatives: float = 0.5,
+    ) -> None:
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.hard_fraction_of_negatives = hard_fraction_of_negatives

@@ -55,8 +55,9 @@ def truncated_normalized_overlap(pred: Tensor, target: Tensor, repulsion: Tensor
     return torch.where(safe, ratio.clamp(min=0.0), torch.zeros_like(ratio))
 
 
-def repulsion_terms(kind: RepulsionKind, pred: Tensor, target: Tensor, repulsion: Tensor,
-                    sigma: float = 1.0) -> Tensor:
+def repulsion_terms(
+    kind: RepulsionKind, pred: Tensor, target: Tensor, repulsion: Tensor, sigma: float = 1.0
+) -> Tensor:
     """Per-proposal repulsion values (before averaging over the positive proposals)."""
     target, repulsion = target.detach(), repulsion.detach()
     if kind == "repgt":

@@ -13,9 +13,17 @@ from deepace.models.soft_nms import SoftNMSMethod, soft_nms
 
 
 class DeepACERoIHeads(RoIHeads):
-    def __init__(self, *args, repulsion: RepulsionKind = "tnrl", repulsion_weight: float = 10.0,
-                 smooth_ln_sigma: float = 1.0, soft_nms_method: SoftNMSMethod | None = "gaussian",
-                 soft_nms_iou: float = 0.5, soft_nms_sigma: float = 0.5, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        repulsion: RepulsionKind = "tnrl",
+        repulsion_weight: float = 10.0,
+        smooth_ln_sigma: float = 1.0,
+        soft_nms_method: SoftNMSMethod | None = "gaussian",
+        soft_nms_iou: float = 0.5,
+        soft_nms_sigma: float = 0.5,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if repulsion not in ("none", "repgt", "tnrl"):
             raise ValueError(f"unknown repulsion {repulsion!r} (none | repgt | tnrl)")
@@ -28,7 +36,9 @@ class DeepACERoIHeads(RoIHeads):
         self._sampled: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]] | None = None
 
     def select_training_samples(self, proposals, targets):  # noqa: ANN001, ANN201 (torchvision's signature)
-        proposals, matched_idxs, labels, regression_targets = super().select_training_samples(proposals, targets)
+        proposals, matched_idxs, labels, regression_targets = super().select_training_samples(
+            proposals, targets
+        )
         self._sampled = (proposals, matched_idxs, labels, [t["boxes"] for t in targets])
         return proposals, matched_idxs, labels, regression_targets
 
@@ -56,7 +66,9 @@ class DeepACERoIHeads(RoIHeads):
         decoded = self.box_coder.decode(box_regression, proposals)  # (N, num_classes, 4)
         decoded = decoded.split([len(p) for p in proposals])
         terms, n_positive = [], 0
-        for props, matched, lab, gts, pred in zip(proposals, matched_idxs, labels, gt_boxes, decoded):
+        for props, matched, lab, gts, pred in zip(
+            proposals, matched_idxs, labels, gt_boxes, decoded, strict=True
+        ):
             positive = torch.where(lab > 0)[0]
             n_positive += positive.numel()
             if positive.numel() == 0 or gts.shape[0] < 2:
@@ -70,21 +82,35 @@ class DeepACERoIHeads(RoIHeads):
                 continue
             rows = positive[has_neighbour]
             pred_boxes = pred[rows, lab[rows]]
-            terms.append(repulsion_terms(self.repulsion, pred_boxes, gts[target_idx[has_neighbour]],
-                                         gts[repulsion_idx[has_neighbour]], self.smooth_ln_sigma))
+            terms.append(
+                repulsion_terms(
+                    self.repulsion,
+                    pred_boxes,
+                    gts[target_idx[has_neighbour]],
+                    gts[repulsion_idx[has_neighbour]],
+                    self.smooth_ln_sigma,
+                )
+            )
         if not terms:
             return box_regression.sum() * 0.0
         return torch.cat(terms).sum() / max(n_positive, 1)
 
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):  # noqa: ANN001, ANN201
-        boxes, scores, labels = super().postprocess_detections(class_logits, box_regression, proposals,
-                                                               image_shapes)
+        boxes, scores, labels = super().postprocess_detections(
+            class_logits, box_regression, proposals, image_shapes
+        )
         if self.soft_nms_method is None:
             return boxes, scores, labels
         out_boxes, out_scores, out_labels = [], [], []
-        for b, s, lab in zip(boxes, scores, labels):
-            keep, decayed = soft_nms(b, s, self.soft_nms_method, self.soft_nms_iou, self.soft_nms_sigma,
-                                     score_threshold=self.score_thresh)
+        for b, s, lab in zip(boxes, scores, labels, strict=True):
+            keep, decayed = soft_nms(
+                b,
+                s,
+                self.soft_nms_method,
+                self.soft_nms_iou,
+                self.soft_nms_sigma,
+                score_threshold=self.score_thresh,
+            )
             out_boxes.append(b[keep])
             out_scores.append(decayed)
             out_labels.append(lab[keep])

@@ -14,8 +14,14 @@ from deepace.models.soft_nms import SoftNMSMethod, soft_nms
 class DeepACERPN(RegionProposalNetwork):
     """`hnas=True` swaps the anchor sampler; `soft_nms_method` replaces the proposal NMS with Soft-NMS."""
 
-    def __init__(self, *args, hnas: bool = True, soft_nms_method: SoftNMSMethod | None = "gaussian",
-                 soft_nms_sigma: float = 0.5, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        hnas: bool = True,
+        soft_nms_method: SoftNMSMethod | None = "gaussian",
+        soft_nms_sigma: float = 0.5,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.hnas = hnas
         if hnas:
@@ -25,8 +31,13 @@ class DeepACERPN(RegionProposalNetwork):
         self.soft_nms_method = soft_nms_method
         self.soft_nms_sigma = soft_nms_sigma
 
-    def filter_proposals(self, proposals: Tensor, objectness: Tensor, image_shapes: list[tuple[int, int]],
-                         num_anchors_per_level: list[int]) -> tuple[list[Tensor], list[Tensor]]:
+    def filter_proposals(
+        self,
+        proposals: Tensor,
+        objectness: Tensor,
+        image_shapes: list[tuple[int, int]],
+        num_anchors_per_level: list[int],
+    ) -> tuple[list[Tensor], list[Tensor]]:
         if self.soft_nms_method is None:
             return super().filter_proposals(proposals, objectness, image_shapes, num_anchors_per_level)
         # Let torchvision clip, drop small/low boxes and rank the top pre-NMS proposals without suppressing
@@ -34,19 +45,32 @@ class DeepACERPN(RegionProposalNetwork):
         hard_threshold, post_n = self.nms_thresh, self._post_nms_top_n
         self.nms_thresh, self._post_nms_top_n = 1.0, self._pre_nms_top_n
         try:
-            boxes, scores = super().filter_proposals(proposals, objectness, image_shapes, num_anchors_per_level)
+            boxes, scores = super().filter_proposals(
+                proposals, objectness, image_shapes, num_anchors_per_level
+            )
         finally:
             self.nms_thresh, self._post_nms_top_n = hard_threshold, post_n
         final_boxes, final_scores = [], []
-        for image_boxes, image_scores in zip(boxes, scores):
-            keep, decayed = soft_nms(image_boxes, image_scores, self.soft_nms_method, hard_threshold,
-                                     self.soft_nms_sigma, max_output=self.post_nms_top_n())
+        for image_boxes, image_scores in zip(boxes, scores, strict=True):
+            keep, decayed = soft_nms(
+                image_boxes,
+                image_scores,
+                self.soft_nms_method,
+                hard_threshold,
+                self.soft_nms_sigma,
+                max_output=self.post_nms_top_n(),
+            )
             final_boxes.append(image_boxes[keep])
             final_scores.append(decayed)
         return final_boxes, final_scores
 
-    def compute_loss(self, objectness: Tensor, pred_bbox_deltas: Tensor, labels: list[Tensor],
-                     regression_targets: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def compute_loss(
+        self,
+        objectness: Tensor,
+        pred_bbox_deltas: Tensor,
+        labels: list[Tensor],
+        regression_targets: list[Tensor],
+    ) -> tuple[Tensor, Tensor]:
         if not self.hnas:
             return super().compute_loss(objectness, pred_bbox_deltas, labels, regression_targets)
         # The sampler needs the hard-negative label (-1); the loss needs every negative labelled 0.
@@ -55,7 +79,9 @@ class DeepACERPN(RegionProposalNetwork):
         sampled = torch.cat([sampled_pos, torch.where(torch.cat(neg_masks))[0]])
         targets = torch.cat(labels).clamp(min=0)
         box_loss = F.smooth_l1_loss(
-            pred_bbox_deltas[sampled_pos], torch.cat(regression_targets)[sampled_pos], beta=1 / 9,
+            pred_bbox_deltas[sampled_pos],
+            torch.cat(regression_targets)[sampled_pos],
+            beta=1 / 9,
             reduction="sum",
         ) / max(sampled.numel(), 1)
         objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], targets[sampled])

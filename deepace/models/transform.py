@@ -6,6 +6,7 @@ box size distribution)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,8 +18,13 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 class FixedScaleTransform(GeneralizedRCNNTransform):
     def __init__(self, scale: float = 1.0, size_divisible: int = 32) -> None:
-        super().__init__(min_size=800, max_size=1333, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
-                         size_divisible=size_divisible)
+        super().__init__(
+            min_size=800,
+            max_size=1333,
+            image_mean=IMAGENET_MEAN,
+            image_std=IMAGENET_STD,
+            size_divisible=size_divisible,
+        )
         self.scale = scale
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):  # noqa: ANN201
@@ -38,5 +44,5 @@ class FixedScaleTransform(GeneralizedRCNNTransform):
 
 def gray_to_tensor(gray) -> Tensor:  # noqa: ANN001
     """(H, W) uint8 -> (3, H, W) float in [0, 1]: the backbones are ImageNet RGB networks."""
-    t = torch.from_numpy(gray).float().div_(255.0)
+    t = torch.from_numpy(np.array(gray, dtype=np.float32)).div_(255.0)
     return t.unsqueeze(0).expand(3, -1, -1)
