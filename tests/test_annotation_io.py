@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from tests.conftest import spread
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from deepace.data.records import AnnotationError, ImageRecord
 from deepace.data.taichung import TAICHUNG_CLASSES, read_taichung
 from deepace.data.voc import read_voc_folder, write_voc_folder
 from deepace.data.yolo import read_yolo_folder, write_yolo_folder
+from tests.conftest import spread
 
 BOXES = np.array([[1, 2, 11, 22], [30.5, 5, 40, 17.25], [0, 0, 80, 60]], np.float32)
 

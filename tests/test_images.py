@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from tests.conftest import spread
 from PIL import Image
 
 from deepace.data.images import (
@@ -20,6 +19,7 @@ from deepace.data.images import (
     read_raw,
     to_gray_uint8,
 )
+from tests.conftest import spread
 
 
 def _gray(h: int = 20, w: int = 30) -> np.ndarray:

@@ -1,0 +1,80 @@
+"""Inference speed on this CPU: seconds per cell for `deepace count`'s model, a 1600x1200 spread, a 20-cell
+case end to end, and torchvision's fasterrcnn_resnet50_fpn on the same images in the same run.
+
+    python benchmarks/speed.py --coco ~/deepace-runs/data/taichung/val.json --n 20 [--weights FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deepace.cli.case_cmds import count_case
+from deepace.data.coco import read_coco
+from deepace.inference import Counter
+from deepace.models.transform import gray_to_tensor
+
+
+def _median_seconds(fn, items) -> float:  # noqa: ANN001
+    times = []
+    for item in items:
+        tic = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--coco", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    paths = [r.path for r in read_coco(args.coco)[: args.n]]
+    counter = Counter(args.weights)
+    counter.count_image(paths[0])  # warm-up
+    results: dict[str, float | str] = {"images": len(paths), "threads": args.threads}
+    results["deepace_s_per_cell"] = _median_seconds(counter.count_image, paths)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "spread_1600x1200.png"
+        Image.open(paths[0]).convert("L").resize((1600, 1200), Image.BILINEAR).save(big)
+        results["deepace_s_1600x1200"] = _median_seconds(counter.count_image, [big] * 3)
+        case = Path(tmp) / "case"
+        case.mkdir()
+        for p in paths[:20]:
+            shutil.copy(p, case / p.name)
+        tic = time.perf_counter()
+        count_case(case, counter, progress=False)
+        results["case_20_cells_s"] = time.perf_counter() - tic
+
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    peer = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2).eval()
+    gray = [np.asarray(Image.open(p).convert("L")) for p in paths]
+
+    def run_peer(g: np.ndarray) -> None:
+        with torch.inference_mode():
+            peer([gray_to_tensor(g)])
+
+    run_peer(gray[0])
+    results["fasterrcnn_resnet50_fpn_s_per_cell"] = _median_seconds(run_peer, gray)
+    results["speedup_vs_resnet50_fpn"] = (
+        results["fasterrcnn_resnet50_fpn_s_per_cell"] / results["deepace_s_per_cell"]
+    )
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
