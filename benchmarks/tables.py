@@ -30,8 +30,9 @@ def main(runs: list[Path]) -> None:
     for name, m in rows:
         at = m["by_iou"]["0.5"]
         c = m["count"]
+        counts = f"{fmt(c['exact'], 1)} | {fmt(c['within1'], 1)} | {fmt(c['mae'])}"
         print(f"| {name} | {m['iteration']} | {fmt(at['AP'])} | {fmt(at['WCR'], 1)} | {fmt(at['AER'])} | "
-              f"{fmt(c['exact'], 1)} | {fmt(c['within1'], 1)} | {fmt(c['mae'])} | {m['score_threshold']:.3f} |")
+              f"{counts} | {m['score_threshold']:.3f} |")
     print()
     print("| IoU | " + " | ".join(f"{n} WCR / AER" for n, _ in rows) + " |")
     print("|---|" + "---|" * len(rows))

@@ -72,15 +72,23 @@ def _missing(path: Path):  # noqa: ANN202
 def _print_table(results, counter) -> None:  # noqa: ANN001
     lo, hi = counter.low_band
     table = Table(title=f"Chromosome counts (score >= {counter.score_threshold:.2f})")
-    table.add_column("image")
+    table.add_column("image", overflow="fold")
     table.add_column("count", justify="right")
     table.add_column(f"low-confidence ({lo:.2f}-{hi:.2f})", justify="right")
     for r in results:
+        name = _display_name(Path(r.image))
         if r.error:
-            table.add_row(str(r.image), "[red]error[/red]", "")
+            table.add_row(name, "[red]error[/red]", "")
         else:
-            table.add_row(str(r.image), str(r.count), str(r.low_confidence))
+            table.add_row(name, str(r.count), str(r.low_confidence))
     Console().print(table)
+
+
+def _display_name(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path) if not path.is_relative_to(EXAMPLES_DIR) else f"examples/{path.name}"
 
 
 def _write_annotated(results, out: Path) -> None:  # noqa: ANN001

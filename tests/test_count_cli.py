@@ -1,0 +1,63 @@
+"""`deepace count` plumbing with a small (untrained) model file: outputs, formats, failures."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deepace.cli import app
+from deepace.inference import save_model
+from deepace.models.detector import build_detector
+from tests.helpers_detection import tiny_config, write_blob_records
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = tiny_config()
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, build_detector(config.model), config, score_threshold=0.3, half=True)
+    return path
+
+
+def test_count_writes_table_json_csv_and_annotated_images(tmp_path: Path, model_file: Path) -> None:
+    write_blob_records(tmp_path / "cells" / "sub", 2, size=128)
+    (tmp_path / "cells" / "notes.txt").write_text("not an image")  # skipped: image type is by content
+    out, js, cs = tmp_path / "annotated", tmp_path / "d.json", tmp_path / "c.csv"
+    result = CliRunner().invoke(app, ["count", str(tmp_path / "cells"), "--weights", str(model_file),
+                                      "--out", str(out), "--json", str(js), "--csv", str(cs)])
+    assert result.exit_code == 0, result.output
+    assert "cell0.png" in result.output and "cell1.png" in result.output
+    data = json.loads(js.read_text())
+    assert len(data["images"]) == 2
+    for entry in data["images"]:
+        assert entry["score_threshold"] == pytest.approx(0.3)
+        scores = [d["score"] for d in entry["detections"]]
+        assert entry["count"] == sum(s >= 0.3 for s in scores)
+        assert all(s >= 0.05 for s in scores)
+    rows = list(csv.DictReader(cs.open()))
+    assert [r["image"].endswith(f"cell{i}.png") for i, r in enumerate(rows)] == [True, True]
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_unreadable_file_is_reported_others_counted_exit_nonzero(tmp_path: Path, model_file: Path) -> None:
+    write_blob_records(tmp_path, 1, size=128)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    result = CliRunner().invoke(app, ["count", str(tmp_path / "cell0.png"), str(broken),
+                                      str(tmp_path / "missing.tif"), "--weights", str(model_file)])
+    assert result.exit_code == 1
+    assert "broken.png" in result.output and "missing.tif" in result.output
+    assert "2 file(s) could not be counted" in result.output
+
+
+def test_score_threshold_override_and_bad_stain(tmp_path: Path, model_file: Path) -> None:
+    write_blob_records(tmp_path, 1, size=128)
+    js = tmp_path / "d.json"
+    result = CliRunner().invoke(app, ["count", str(tmp_path), "--weights", str(model_file),
+                                      "--score-threshold", "0.9", "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(js.read_text())["images"][0]["score_threshold"] == pytest.approx(0.9)
+    bad = CliRunner().invoke(app, ["count", str(tmp_path), "--weights", str(model_file), "--stain", "uv"])
+    assert bad.exit_code != 0
