@@ -65,6 +65,25 @@ def predict_command(
     typer.echo(f"wrote {out}")
 
 
+def export_command(
+    model_file: Path = typer.Argument(..., help="A model file, e.g. RUN/best.pt."),
+    out: Path = typer.Option(..., "--out", help="Where to write the exported model."),
+    half: bool = typer.Option(True, "--half/--float", help="Store weights as float16 (half the size)."),
+    score_threshold: float | None = typer.Option(None, "--score-threshold", help="Override the threshold."),
+) -> None:
+    """Write a model file for shipping (float16 weights by default; loads back as float32)."""
+    from deepace.inference import Detector, save_model
+
+    detector = Detector.load(model_file)
+    import torch
+
+    meta = torch.load(model_file, map_location="cpu", weights_only=False).get("meta", {})
+    threshold = detector.score_threshold if score_threshold is None else score_threshold
+    save_model(out, detector.model, detector.config, threshold, meta=meta, half=half)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, threshold {threshold:.3f})")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
     app.command("train")(train_command)
     app.command("predict")(predict_command)
