@@ -35,6 +35,8 @@ def train_command(
 
     if config_file is not None:
         config = Config.load(config_file)
+    elif resume and (out / "config.json").exists():
+        config = Config.load(out / "config.json")  # the interrupted run's settings; --set still applies
     elif preset in PRESETS:
         config = PRESETS[preset]
     else:
@@ -42,8 +44,6 @@ def train_command(
     if backbone_weights is not None:
         overrides = [*overrides, f"model.backbone_weights={backbone_weights}"]
     config = with_overrides(config, overrides)
-    if resume and (out / "config.json").exists() and config_file is None and not overrides:
-        config = Config.load(out / "config.json")
     run_training(config, _read_records(train), _read_records(val) if val else [], out, resume=resume)
 
 
