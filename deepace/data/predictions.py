@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from deepace.data.coco import atomic_write_text
 from deepace.data.records import ImageRecord
 
 DEFAULT_SCORE_THRESHOLD = 0.5
@@ -89,20 +88,8 @@ def prediction_to_dict(pred: ImagePrediction) -> dict[str, Any]:
 
 def write_predictions(preds: Iterable[ImagePrediction], path: str | Path) -> None:
     """Write the prediction file atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
     text = json.dumps({"images": [prediction_to_dict(p) for p in preds]}, indent=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -88,21 +88,6 @@ def load_gray(path: Path, stain: str = "auto") -> np.ndarray:
     return load_image(path, stain=stain)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic write (temporary file + os.replace) with the usual file permissions, not mkstemp's 0600."""
-    atomic_write_text(path, text)
-    os.chmod(path, _FILE_MODE)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -204,7 +189,7 @@ def write_model_json(case_dir: Path, results: Sequence[CellResult], stain: str =
         "annotations": annotations,
         "categories": CATEGORIES,
     }
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return path
 
 
@@ -363,7 +348,7 @@ def write_corrections(
         "categories": CATEGORIES,
     }
     path = corrections_path(case_dir)
-    write_text(path, json.dumps(data, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return path
 
 
@@ -730,7 +715,7 @@ def build_case_report(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"html": out_dir / "report.html", "csv": out_dir / "report.csv", "json": out_dir / "report.json"}
-    write_text(paths["html"], page)
+    atomic_write_text(paths["html"], page)
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -750,9 +735,9 @@ def build_case_report(
                 c.error or "",
             ]
         )
-    write_text(paths["csv"], buf.getvalue())
+    atomic_write_text(paths["csv"], buf.getvalue())
 
     data = summary.to_dict()
     data.update(case_dir=str(case_dir), generated=_now(), stain=stain)
-    write_text(paths["json"], json.dumps(data, indent=1) + "\n")
+    atomic_write_text(paths["json"], json.dumps(data, indent=1) + "\n")
     return paths
