@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from deepace.data.coco import atomic_write_bytes
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 
@@ -385,17 +385,7 @@ def _write_upload(folder: Path, filename: str, data: bytes) -> Path:
     dest, k = folder / filename, 1
     while dest.exists():
         dest, k = folder / f"{stem}-{k}{ext}", k + 1
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=ext, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, case_io._FILE_MODE)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, data)
     return dest
 
 
