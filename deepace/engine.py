@@ -83,8 +83,9 @@ def predict_records(
 ) -> list[ImagePrediction]:
     preds = []
     for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
-        boxes, scores = detector.predict_gray(detector.prepare(record.path))
-        preds.append(ImagePrediction(record.path, boxes, scores, detector.score_threshold))
+        gray, stain = detector.prepare_with_stain(record.path)
+        boxes, scores = detector.predict_gray(gray)
+        preds.append(ImagePrediction(record.path, boxes, scores, detector.threshold_for(stain)))
     return preds
 
 

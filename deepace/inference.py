@@ -44,8 +44,12 @@ def save_model(
     score_threshold: float,
     meta: dict | None = None,  # noqa: ANN001
     half: bool = False,
+    stain_thresholds: dict[str, float] | None = None,
 ) -> None:
-    """Write a self-describing model file: config, weights, counting threshold and provenance."""
+    """Write a self-describing model file: config, weights, counting threshold(s) and provenance.
+
+    stain_thresholds: optional per-stain counting thresholds ('brightfield', 'fluorescence'), calibrated
+    on validation images of each kind; `score_threshold` is used for a stain not listed."""
     import torch
 
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
@@ -54,6 +58,7 @@ def save_model(
         "config": config.to_dict(),
         "state_dict": state,
         "score_threshold": float(score_threshold),
+        "stain_thresholds": {k: float(v) for k, v in (stain_thresholds or {}).items()},
         "meta": meta or {},
     }
     path = Path(path)
@@ -66,7 +71,14 @@ def save_model(
 class Detector:
     """A trained DeepACE model in evaluation mode, with its counting threshold."""
 
-    def __init__(self, model, config, score_threshold: float = 0.5, num_threads: int | None = None) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        model,
+        config,
+        score_threshold: float = 0.5,
+        num_threads: int | None = None,  # noqa: ANN001
+        stain_thresholds: dict[str, float] | None = None,
+    ) -> None:
         import torch
 
         if num_threads:
@@ -74,6 +86,10 @@ class Detector:
         self.model = model.eval()
         self.config = config
         self.score_threshold = score_threshold
+        self.stain_thresholds = dict(stain_thresholds or {})
+
+    def threshold_for(self, stain: str) -> float:
+        return self.stain_thresholds.get(stain, self.score_threshold)
 
     @classmethod
     def load(cls, path: Path | None = None, num_threads: int | None = None) -> Detector:
@@ -93,12 +109,21 @@ class Detector:
         model.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         )
-        return cls(model, config, float(payload.get("score_threshold", config.score_threshold)), num_threads)
+        return cls(
+            model,
+            config,
+            float(payload.get("score_threshold", config.score_threshold)),
+            num_threads,
+            payload.get("stain_thresholds"),
+        )
 
     def prepare(self, path: Path, stain: str = "auto") -> np.ndarray:
-        from deepace.data.dataset import prepare_image
+        return self.prepare_with_stain(path, stain)[0]
 
-        return prepare_image(path, stain, self.config.model.preprocess_threshold)
+    def prepare_with_stain(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
+        from deepace.data.dataset import prepare_image_and_stain
+
+        return prepare_image_and_stain(path, stain, self.config.model.preprocess_threshold)
 
     def predict_gray(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (N, 4) in the image's pixels and scores (N,), by falling score."""
@@ -126,18 +151,25 @@ class Counter:
     ) -> None:
         self.detector = Detector.load(weights, num_threads)
         self.stain = stain
-        self.score_threshold = (
-            score_threshold if score_threshold is not None else self.detector.score_threshold
-        )
-        t = self.score_threshold
-        self.low_band = (max(0.0, t - low_confidence_margin), min(1.0, t + low_confidence_margin))
+        self.user_threshold = score_threshold
+        self.low_confidence_margin = low_confidence_margin
+        self.score_threshold = self.threshold_for("brightfield" if stain == "auto" else stain)
+        self.low_band = self.band_for(self.score_threshold)
+
+    def threshold_for(self, stain: str) -> float:
+        """The user's threshold if given, else the model's calibrated one for this stain."""
+        return self.user_threshold if self.user_threshold is not None else self.detector.threshold_for(stain)
+
+    def band_for(self, threshold: float) -> tuple[float, float]:
+        m = self.low_confidence_margin
+        return max(0.0, threshold - m), min(1.0, threshold + m)
 
     def count_image(self, path: Path) -> CellResult:
         from deepace.data.images import ImageReadError
 
         path = Path(path)
         try:
-            gray = self.detector.prepare(path, self.stain)
+            gray, stain = self.detector.prepare_with_stain(path, self.stain)
         except (ImageReadError, OSError, ValueError) as exc:
             return CellResult(
                 image=path,
@@ -146,14 +178,15 @@ class Counter:
                 error=str(exc),
             )
         boxes, scores = self.detector.predict_gray(gray)
+        threshold = self.threshold_for(stain)
         return CellResult(
             image=path,
             width=gray.shape[1],
             height=gray.shape[0],
             boxes=boxes,
             scores=scores,
-            score_threshold=self.score_threshold,
-            low_confidence_band=self.low_band,
+            score_threshold=threshold,
+            low_confidence_band=self.band_for(threshold),
         )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:

@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -25,8 +26,21 @@ def test_count_writes_table_json_csv_and_annotated_images(tmp_path: Path, model_
     write_blob_records(tmp_path / "cells" / "sub", 2, size=128)
     (tmp_path / "cells" / "notes.txt").write_text("not an image")  # skipped: image type is by content
     out, js, cs = tmp_path / "annotated", tmp_path / "d.json", tmp_path / "c.csv"
-    result = CliRunner().invoke(app, ["count", str(tmp_path / "cells"), "--weights", str(model_file),
-                                      "--out", str(out), "--json", str(js), "--csv", str(cs)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "count",
+            str(tmp_path / "cells"),
+            "--weights",
+            str(model_file),
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+            "--csv",
+            str(cs),
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = "".join(c for c in result.output if c not in " \n│")  # long names fold over lines
     assert "cell0.png" in table and "cell1.png" in table
@@ -46,8 +60,17 @@ def test_unreadable_file_is_reported_others_counted_exit_nonzero(tmp_path: Path,
     write_blob_records(tmp_path, 1, size=128)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
-    result = CliRunner().invoke(app, ["count", str(tmp_path / "cell0.png"), str(broken),
-                                      str(tmp_path / "missing.tif"), "--weights", str(model_file)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "count",
+            str(tmp_path / "cell0.png"),
+            str(broken),
+            str(tmp_path / "missing.tif"),
+            "--weights",
+            str(model_file),
+        ],
+    )
     assert result.exit_code == 1
     assert "broken.png" in result.output and "missing.tif" in result.output
     assert "2 file(s) could not be counted" in result.output
@@ -56,9 +79,51 @@ def test_unreadable_file_is_reported_others_counted_exit_nonzero(tmp_path: Path,
 def test_score_threshold_override_and_bad_stain(tmp_path: Path, model_file: Path) -> None:
     write_blob_records(tmp_path, 1, size=128)
     js = tmp_path / "d.json"
-    result = CliRunner().invoke(app, ["count", str(tmp_path), "--weights", str(model_file),
-                                      "--score-threshold", "0.9", "--json", str(js)])
+    result = CliRunner().invoke(
+        app,
+        ["count", str(tmp_path), "--weights", str(model_file), "--score-threshold", "0.9", "--json", str(js)],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(js.read_text())["images"][0]["score_threshold"] == pytest.approx(0.9)
     bad = CliRunner().invoke(app, ["count", str(tmp_path), "--weights", str(model_file), "--stain", "uv"])
     assert bad.exit_code != 0
+
+
+def test_per_stain_thresholds_follow_the_detected_stain(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from deepace.inference import Counter
+
+    config = tiny_config()
+    model = tmp_path / "m.pt"
+    save_model(
+        model,
+        build_detector(config.model),
+        config,
+        0.5,
+        stain_thresholds={"brightfield": 0.3, "fluorescence": 0.7},
+    )
+    records = write_blob_records(tmp_path, 1, size=128)
+    dapi = tmp_path / "dapi.png"
+    Image.fromarray(255 - np.asarray(Image.open(records[0].path))).save(dapi)  # bright on dark
+    counter = Counter(model)
+    assert counter.count_image(records[0].path).score_threshold == pytest.approx(0.3)
+    assert counter.count_image(dapi).score_threshold == pytest.approx(0.7)
+    assert Counter(model, score_threshold=0.9).count_image(dapi).score_threshold == pytest.approx(0.9)
+
+
+def test_export_calibrates_thresholds_and_halves_weights(tmp_path: Path, model_file: Path) -> None:
+    import torch
+
+    from deepace.data.coco import write_coco
+
+    write_coco(write_blob_records(tmp_path / "imgs", 2, size=128), tmp_path / "val.json")
+    out = tmp_path / "shipped.pt"
+    result = CliRunner().invoke(
+        app, ["export", str(model_file), "--out", str(out), "--calibrate-on", str(tmp_path / "val.json")]
+    )
+    assert result.exit_code == 0, result.output
+    payload = torch.load(out, weights_only=False)
+    assert set(payload["stain_thresholds"]) == {"brightfield"}
+    assert payload["score_threshold"] == payload["stain_thresholds"]["brightfield"]
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())

@@ -20,9 +20,21 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     config.train.checkpoint_every = 2
     config.save(tmp_path / "config.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "deepace", "train",
-           "--config", str(tmp_path / "config.json"), "--train", str(tmp_path / "train.json"),
-           "--out", str(tmp_path / "run")]
+    cmd = [
+        "torchrun",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "deepace",
+        "train",
+        "--config",
+        str(tmp_path / "config.json"),
+        "--train",
+        str(tmp_path / "train.json"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)

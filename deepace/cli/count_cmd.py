@@ -70,17 +70,20 @@ def _missing(path: Path):  # noqa: ANN202
 
 
 def _print_table(results, counter) -> None:  # noqa: ANN001
-    lo, hi = counter.low_band
-    table = Table(title=f"Chromosome counts (score >= {counter.score_threshold:.2f})")
+    table = Table(title="Chromosome counts")
     table.add_column("image", overflow="fold")
     table.add_column("count", justify="right")
-    table.add_column(f"low-confidence ({lo:.2f}-{hi:.2f})", justify="right")
+    table.add_column("low-confidence", justify="right")
+    table.add_column("counted at score >=", justify="right")
     for r in results:
         name = _display_name(Path(r.image))
         if r.error:
-            table.add_row(name, "[red]error[/red]", "")
+            table.add_row(name, "[red]error[/red]", "", "")
         else:
-            table.add_row(name, str(r.count), str(r.low_confidence))
+            lo, hi = r.low_confidence_band
+            table.add_row(
+                name, str(r.count), f"{r.low_confidence} ({lo:.2f}-{hi:.2f})", f"{r.score_threshold:.2f}"
+            )
     Console().print(table)
 
 

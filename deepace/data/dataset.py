@@ -7,17 +7,26 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from deepace.data.images import load_image, paper_preprocess
+from deepace.data.images import load_image_and_stain, paper_preprocess
 from deepace.data.records import ImageRecord
 from deepace.models.transform import gray_to_tensor
 
 
-def prepare_image(path, stain: str = "auto", preprocess_threshold: int | None = 200) -> np.ndarray:  # noqa: ANN001
-    """Read an image as a brightfield-looking (H, W) uint8 array, with the paper's thresholding."""
-    gray = load_image(path, stain=stain)
+def prepare_image_and_stain(
+    path,
+    stain: str = "auto",
+    preprocess_threshold: int | None = 200,  # noqa: ANN001
+) -> tuple[np.ndarray, str]:
+    """Read an image as a brightfield-looking (H, W) uint8 array, with the paper's thresholding; also the
+    stain it was read as."""
+    gray, stain_used = load_image_and_stain(path, stain=stain)
     if preprocess_threshold is not None:
         gray = paper_preprocess(gray, preprocess_threshold)
-    return gray
+    return gray, stain_used
+
+
+def prepare_image(path, stain: str = "auto", preprocess_threshold: int | None = 200) -> np.ndarray:  # noqa: ANN001
+    return prepare_image_and_stain(path, stain, preprocess_threshold)[0]
 
 
 class DetectionDataset(Dataset):

@@ -257,14 +257,19 @@ def load_image(path: str | os.PathLike[str], stain: str = "auto") -> np.ndarray:
     `stain` is 'auto' (detect), 'brightfield' (grey levels kept) or 'fluorescence' (auto-contrast, then
     inverted so chromosomes become dark).
     """
+    return load_image_and_stain(path, stain)[0]
+
+
+def load_image_and_stain(path: str | os.PathLike[str], stain: str = "auto") -> tuple[np.ndarray, str]:
+    """`load_image`, also returning the stain it was read as ('brightfield' or 'fluorescence')."""
     if stain not in STAINS:
         raise ValueError(f"stain must be one of {', '.join(STAINS)}, not {stain!r}")
     gray = to_gray_uint8(read_raw(path))
     if stain == "auto":
         stain = detect_stain(gray)
     if stain == "fluorescence":
-        return 255 - _stretch(gray)
-    return gray
+        return 255 - _stretch(gray), stain
+    return gray, stain
 
 
 def paper_preprocess(gray: np.ndarray, threshold: int = 200) -> np.ndarray:
