@@ -80,7 +80,8 @@ def export_command(
     from deepace.inference import Detector, save_model
 
     detector = Detector.load(model_file)
-    meta = torch.load(model_file, map_location="cpu", weights_only=False).get("meta", {})
+    payload = torch.load(model_file, map_location="cpu", weights_only=False)
+    meta = payload.get("meta", {"iteration": payload.get("iteration")})
     threshold = detector.score_threshold if score_threshold is None else score_threshold
     stain_thresholds = dict(detector.stain_thresholds)
     if calibrate_on:

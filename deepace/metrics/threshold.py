@@ -10,7 +10,7 @@ import numpy as np
 def tune_score_threshold(
     scores_per_image: Sequence[np.ndarray],
     expected: Sequence[int],
-    candidates: Sequence[float] = tuple(np.round(np.arange(0.2, 0.951, 0.025), 3)),
+    candidates: Sequence[float] = tuple(np.round(np.arange(0.05, 0.951, 0.025), 3)),
 ) -> tuple[float, float]:
     """The candidate threshold that maximises exact-count accuracy (ties: lowest mean absolute error,
     then closest to 0.5). Returns (threshold, exact-count share in %)."""
