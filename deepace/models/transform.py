@@ -38,9 +38,6 @@ class FixedScaleTransform(GeneralizedRCNNTransform):
             target["boxes"] = resize_boxes(target["boxes"], (h, w), new_size)
         return image, target
 
-    def torch_choice(self, k: list[int]) -> int:  # unused: no random sizes
-        return k[0]
-
 
 def gray_to_tensor(gray) -> Tensor:  # noqa: ANN001
     """(H, W) uint8 -> (3, H, W) float in [0, 1]: the backbones are ImageNet RGB networks."""
