@@ -152,7 +152,7 @@ class Counter:
         weights: Path | None = None,
         stain: str = "auto",
         score_threshold: float | None = None,
-        low_confidence_margin: float = 0.2,
+        low_confidence_margin: float = 0.1,
         num_threads: int | None = None,
     ) -> None:
         self.detector = Detector.load(weights, num_threads)
