@@ -13,7 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (data_cmds, synth_cmd, evaluate_cmd, train_cmds, count_cmd, case_cmds):
+for module in (count_cmd, case_cmds, train_cmds, evaluate_cmd, data_cmds, synth_cmd):
     module.register(app)
 
 
