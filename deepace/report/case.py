@@ -97,6 +97,23 @@ def _coco_bbox(box: Sequence[float]) -> list[float]:
     return [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
 
 
+def _annotation(ann_id: int, image_id: int, box: Sequence[float], source: str, score: float | None) -> dict:
+    """One COCO annotation of a chromosome box, with where it came from and the model's score if any."""
+    bbox = _coco_bbox(box)
+    ann: dict[str, Any] = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": bbox,
+        "area": round(bbox[2] * bbox[3], 2),
+        "iscrowd": 0,
+        "source": source,
+    }
+    if score is not None:
+        ann["score"] = round(float(score), 5)
+    return ann
+
+
 def _xyxy(bbox: Sequence[float]) -> list[float]:
     x, y, w, h = (float(v) for v in bbox)
     return [x, y, x + w, y + h]
@@ -162,21 +179,9 @@ def write_model_json(case_dir: Path, results: Sequence[CellResult], stain: str =
         for box, score in zip(boxes, scores, strict=True):
             if r.width and r.height:  # detectors may overshoot the border by a fraction of a pixel
                 box = np.clip(box, 0, [r.width, r.height, r.width, r.height])
-            bbox = _coco_bbox(box)
-            if bbox[2] <= 0 or bbox[3] <= 0:
-                continue
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": bbox,
-                    "area": round(bbox[2] * bbox[3], 2),
-                    "iscrowd": 0,
-                    "score": round(float(score), 5),
-                    "source": "model",
-                }
-            )
+            ann = _annotation(len(annotations) + 1, image_id, box, "model", score)
+            if ann["bbox"][2] > 0 and ann["bbox"][3] > 0:
+                annotations.append(ann)
     data = {
         "info": {
             "description": "DeepACE model output (raw, all boxes with scores); not edited by review",
@@ -323,19 +328,7 @@ def write_corrections(
         entry["meta"] = meta
         images.append(entry)
         for box, source, score in zip(review.boxes, review.sources, review.scores, strict=True):
-            bbox = _coco_bbox(box)
-            ann: dict[str, Any] = {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": 1,
-                "bbox": bbox,
-                "area": round(bbox[2] * bbox[3], 2),
-                "iscrowd": 0,
-                "source": source,
-            }
-            if score is not None:
-                ann["score"] = round(float(score), 5)
-            annotations.append(ann)
+            annotations.append(_annotation(len(annotations) + 1, image_id, box, source, score))
     data = {
         "info": {
             "description": "DeepACE review: the reviewer's boxes (model.json beside it holds the raw output)",
