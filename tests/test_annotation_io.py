@@ -463,3 +463,18 @@ def test_cli_import_masks_uses_mask_importer(tmp_path: Path, monkeypatch: pytest
     assert calls == [tmp_path]
     assert "in 1 of 2 images" in res.output and "b.png" in res.output
     assert [r.expected_count for r in read_coco(tmp_path / "m.json")] == [3, 46]
+
+
+def test_folder_formats_refuse_two_images_with_one_stem(tmp_path: Path) -> None:
+    from deepace.data.records import AnnotationError, ImageRecord
+    from deepace.data.voc import write_voc_folder
+    from deepace.data.yolo import write_yolo_folder
+
+    box = [[1.0, 1.0, 5.0, 5.0]]
+    records = [
+        ImageRecord(tmp_path / "a" / "cell.png", box, width=10, height=10),
+        ImageRecord(tmp_path / "b" / "cell.tif", box, width=10, height=10),
+    ]
+    for write, fmt in ((write_voc_folder, "VOC"), (write_yolo_folder, "YOLO")):
+        with pytest.raises(AnnotationError, match=f"{fmt} needs unique stems"):
+            write(records, tmp_path / fmt)

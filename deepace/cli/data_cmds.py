@@ -157,6 +157,17 @@ def convert(
     _report_failures(errors)
 
 
+def _write_split(train: list, val: list, out: Path, categories: list[str] | None = None) -> None:
+    """Write OUT/train.json and OUT/val.json and show the chromosome counts on each side."""
+    from deepace.data.coco import write_coco
+
+    write_coco(train, out / "train.json", categories=categories)
+    write_coco(val, out / "val.json", categories=categories)
+    console.print(f"train: {len(train)} images -> {out / 'train.json'}")
+    console.print(f"val:   {len(val)} images -> {out / 'val.json'}")
+    console.print(_count_table("Chromosome counts", {"train": train, "val": val}))
+
+
 @data_app.command("taichung")
 def taichung(
     root: Path = typer.Argument(..., help="The Taichung folder (images/, annotations/, counts.csv)."),
@@ -165,20 +176,15 @@ def taichung(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Split the Taichung set (stratified by chromosome count) into COCO train.json and val.json."""
-    from deepace.data.coco import write_coco
     from deepace.data.splits import split_records
     from deepace.data.taichung import TAICHUNG_CLASSES, read_taichung
 
     try:
         records = read_taichung(root)
         train, val = split_records(records, val_fraction=val_fraction, seed=seed)
-        write_coco(train, out / "train.json", categories=TAICHUNG_CLASSES)
-        write_coco(val, out / "val.json", categories=TAICHUNG_CLASSES)
+        _write_split(train, val, out, categories=TAICHUNG_CLASSES)
     except AnnotationError as e:
         raise _fatal(e) from None
-    console.print(f"train: {len(train)} images -> {out / 'train.json'}")
-    console.print(f"val:   {len(val)} images -> {out / 'val.json'}")
-    console.print(_count_table("Chromosome counts", {"train": train, "val": val}))
 
 
 @data_app.command("split")
@@ -192,19 +198,16 @@ def split(
     ),
 ) -> None:
     """Split a COCO json into train.json and val.json, stratified by expected count."""
-    from deepace.data.coco import read_coco, write_coco
+    from deepace.data.coco import read_coco
     from deepace.data.splits import parent_group, split_records
 
     try:
         records = read_coco(coco, check_images=False)
         group = parent_group if group_by is GroupBy.parent else None
         train, val = split_records(records, val_fraction=val_fraction, seed=seed, group=group)
-        write_coco(train, out / "train.json")
-        write_coco(val, out / "val.json")
+        _write_split(train, val, out)
     except AnnotationError as e:
         raise _fatal(e) from None
-    console.print(f"train: {len(train)} images, val: {len(val)} images -> {out}")
-    console.print(_count_table("Chromosome counts", {"train": train, "val": val}))
 
 
 @data_app.command("import-masks")

@@ -51,3 +51,14 @@ class ImageRecord:
                         f"{self.path}: box {i} ({x1:g},{y1:g},{x2:g},{y2:g}) lies outside the "
                         f"{self.width}x{self.height} image"
                     )
+
+
+def check_unique_stems(records: list[ImageRecord], fmt: str) -> None:
+    """Folder formats write one file per image stem: two images sharing a stem would overwrite each other."""
+    seen: dict[str, Path] = {}
+    for r in records:
+        if r.path.stem in seen:
+            raise AnnotationError(
+                f"{r.path}: same file name stem as {seen[r.path.stem]}; {fmt} needs unique stems"
+            )
+        seen[r.path.stem] = r.path

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deepace.data.coco import DEFAULT_CATEGORY, atomic_write_text, with_size
-from deepace.data.records import AnnotationError, ImageRecord
+from deepace.data.records import AnnotationError, ImageRecord, check_unique_stems
 
 _IMAGE_DIR_NAMES = ("images", "JPEGImages", "Images", "imgs")
 
@@ -194,13 +194,7 @@ def write_voc_folder(records: Sequence[ImageRecord], out_dir: str | os.PathLike[
     Two images with the same file stem would overwrite each other: that is an AnnotationError.
     """
     out = Path(out_dir)
-    seen: dict[str, Path] = {}
-    for r in records:
-        if r.path.stem in seen:
-            raise AnnotationError(
-                f"{r.path}: same file name stem as {seen[r.path.stem]}; VOC needs unique stems"
-            )
-        seen[r.path.stem] = r.path
+    check_unique_stems(records, "VOC")
     written: list[Path] = []
     for r in records:
         r = with_size(r)

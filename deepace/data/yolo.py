@@ -12,7 +12,7 @@ import numpy as np
 
 from deepace.data.coco import DEFAULT_CATEGORY, atomic_write_text, natural_key, with_size
 from deepace.data.images import ImageReadError, find_images, image_size
-from deepace.data.records import AnnotationError, ImageRecord
+from deepace.data.records import AnnotationError, ImageRecord, check_unique_stems
 
 CLASSES_FILE = "classes.txt"
 
@@ -148,13 +148,7 @@ def write_yolo_folder(
     if missing:
         raise AnnotationError(f"labels not among the classes: {', '.join(sorted(missing))}")
     index = {n: i for i, n in enumerate(names)}
-    seen: dict[str, Path] = {}
-    for r in records:
-        if r.path.stem in seen:
-            raise AnnotationError(
-                f"{r.path}: same file name stem as {seen[r.path.stem]}; YOLO needs unique stems"
-            )
-        seen[r.path.stem] = r.path
+    check_unique_stems(records, "YOLO")
 
     prepared = [with_size(r) for r in records]
     for r in prepared:
