@@ -18,6 +18,8 @@ class ModelConfig:
     anchor_sizes: tuple[float, ...] = (32, 64, 96, 128)  # §2.1: 4 scales
     aspect_ratios: tuple[float, ...] = (1 / 5, 1 / 4, 1 / 3, 1 / 2, 1, 2, 3, 4, 5)  # §2.1: 9 ratios
     # RPN
+    fpn: bool = False  # two-level feature pyramid (stride 8 + 16) instead of the paper's single map
+    fpn_channels: int = 128
     hnas: bool = True  # §2.2 Hard Negative Anchors Sampling (False: torchvision's balanced sampler)
     rpn_batch_size_per_image: int = 512
     rpn_positive_fraction: float = 0.25
@@ -41,7 +43,14 @@ class ModelConfig:
     box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
     detections_per_img: int = 150
     # Pre-processing (§3.2)
+    # DAPI spreads are often imaged at a lower magnification: M-FISH chromosomes are ~2.5x smaller in pixels
+    # than Taichung's G-band ones. Fluorescence images are enlarged by this factor before input_scale.
+    fluorescence_scale: float = 1.0
     preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
+
+    def stain_scale(self, stain: str) -> float:
+        """Extra resize factor for an image of this stain ('brightfield' or 'fluorescence')."""
+        return self.fluorescence_scale if stain == "fluorescence" else 1.0
 
 
 @dataclass

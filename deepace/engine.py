@@ -84,7 +84,7 @@ def predict_records(
     preds = []
     for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
         gray, stain = detector.prepare_with_stain(record.path)
-        boxes, scores = detector.predict_gray(gray)
+        boxes, scores = detector.predict_gray(gray, stain)
         preds.append(ImagePrediction(record.path, boxes, scores, detector.threshold_for(stain)))
     return preds
 
@@ -155,7 +155,9 @@ def train(
         start, best_key, history = state["iteration"], state["best_key"], state["history"]
     if dist_info.is_main:
         config.save(out_dir / "config.json")
-    dataset = DetectionDataset(train_records, config.model.preprocess_threshold)
+    dataset = DetectionDataset(
+        train_records, config.model.preprocess_threshold, fluorescence_scale=config.model.fluorescence_scale
+    )
     log_file = (out_dir / "log.jsonl").open("a") if dist_info.is_main else None
     end = t.iterations if stop_after is None else min(t.iterations, start + stop_after)
     bar = tqdm(

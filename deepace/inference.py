@@ -131,17 +131,23 @@ class Detector:
 
         return prepare_image_and_stain(path, stain, self.config.model.preprocess_threshold)
 
-    def predict_gray(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes (N, 4) in the image's pixels and scores (N,), by falling score."""
+    def predict_gray(self, gray: np.ndarray, stain: str = "brightfield") -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) in the image's pixels and scores (N,), by falling score. `stain` is the stain the
+        image was read as (it picks the model's resize factor for that stain)."""
         import torch
 
+        from deepace.data.images import rescale_gray
         from deepace.models.transform import gray_to_tensor
 
+        seen = rescale_gray(gray, self.config.model.stain_scale(stain))
         with torch.inference_mode():
-            out = self.model([gray_to_tensor(gray)])[0]
+            out = self.model([gray_to_tensor(seen)])[0]
         scores = out["scores"].numpy().astype(np.float32)
         order = np.argsort(-scores, kind="stable")
-        return out["boxes"].numpy().astype(np.float32)[order], scores[order]
+        boxes = out["boxes"].numpy().astype(np.float32)[order]
+        if seen.shape != gray.shape:
+            boxes /= np.array([seen.shape[1] / gray.shape[1], seen.shape[0] / gray.shape[0]] * 2, np.float32)
+        return boxes, scores[order]
 
 
 class Counter:
@@ -183,7 +189,7 @@ class Counter:
                 low_confidence_band=self.low_band,
                 error=str(exc),
             )
-        boxes, scores = self.detector.predict_gray(gray)
+        boxes, scores = self.detector.predict_gray(gray, stain)
         threshold = self.threshold_for(stain)
         return CellResult(
             image=path,

@@ -25,6 +25,8 @@ TARGET = {
         {"repulsion": "repgt"},
         {"repulsion": "none", "rpn_soft_nms": None, "box_soft_nms": None},
         {"input_scale": 0.5},
+        {"fpn": True},
+        {"fpn": True, "head": "fc", "repulsion": "none"},
     ],
 )
 def test_switches_train_and_predict(switches: dict) -> None:
@@ -83,3 +85,29 @@ def test_repulsion_term_is_weighted_by_alpha() -> None:
     l10 = m10.train()([IMAGE], [TARGET])["loss_repulsion"]
     assert l1.item() > 0
     assert l10.item() == pytest.approx(10 * l1.item(), rel=1e-4)
+
+
+def test_pyramid_gives_stride_8_and_16_maps_and_splits_the_anchor_scales() -> None:
+    model = build_detector(tiny_config(fpn=True, anchor_sizes=(32, 64, 96, 128)).model)
+    maps = model.backbone(torch.rand(1, 3, 128, 160))
+    assert list(maps) == ["0", "1"]
+    assert maps["0"].shape[-2:] == (16, 20) and maps["1"].shape[-2:] == (8, 10)
+    assert maps["0"].shape[1] == maps["1"].shape[1] == model.backbone.out_channels
+    # smaller half of the paper's scales on the fine level, larger half on the coarse one
+    assert model.rpn.anchor_generator.sizes == ((32.0, 64.0), (96.0, 128.0))
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [2 * 3, 2 * 3]
+
+
+def test_pyramid_rois_of_chromosome_size_read_the_stride_8_level() -> None:
+    model = build_detector(tiny_config(fpn=True).model)
+    pooler = model.roi_heads.box_roi_pool
+    # level "0" (stride 8) filled with 1, level "1" (stride 16) with 2: the pooled value names the level
+    maps = {"0": torch.ones(1, 4, 32, 32), "1": torch.full((1, 4, 16, 16), 2.0)}
+    boxes = [torch.tensor([[0.0, 0.0, 30.0, 120.0], [10.0, 10.0, 60.0, 60.0], [0.0, 0.0, 250.0, 250.0]])]
+    pooled = pooler(maps, boxes, [(256, 256)])
+    assert pooled.mean(dim=(1, 2, 3)).tolist() == [1.0, 1.0, 2.0]
+
+
+def test_pyramid_needs_an_even_number_of_anchor_scales() -> None:
+    with pytest.raises(ValueError, match="split evenly"):
+        build_detector(tiny_config(fpn=True, anchor_sizes=(32, 64, 96)).model)

@@ -112,7 +112,7 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
     by_stain: dict[str, tuple[list, list]] = {}
     for record in tqdm(records, desc="calibrating", unit="img"):
         gray, stain = detector.prepare_with_stain(record.path)
-        _boxes, scores = detector.predict_gray(gray)
+        _boxes, scores = detector.predict_gray(gray, stain)
         expected = record.expected_count if record.expected_count is not None else record.count
         by_stain.setdefault(stain, ([], []))[0].append(scores)
         by_stain[stain][1].append(expected)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from deepace.data.images import load_image_and_stain, paper_preprocess
+from deepace.data.images import load_image_and_stain, paper_preprocess, rescale_gray
 from deepace.data.records import ImageRecord
 from deepace.models.transform import gray_to_tensor
 
@@ -25,25 +25,32 @@ def prepare_image_and_stain(
     return gray, stain_used
 
 
-def prepare_image(path, stain: str = "auto", preprocess_threshold: int | None = 200) -> np.ndarray:  # noqa: ANN001
-    return prepare_image_and_stain(path, stain, preprocess_threshold)[0]
-
-
 class DetectionDataset(Dataset):
+    """Images as the network sees them in training; fluorescence ones enlarged by `fluorescence_scale`."""
+
     def __init__(
-        self, records: list[ImageRecord], preprocess_threshold: int | None = 200, stain: str = "auto"
+        self,
+        records: list[ImageRecord],
+        preprocess_threshold: int | None = 200,
+        stain: str = "auto",
+        fluorescence_scale: float = 1.0,
     ) -> None:
         self.records = records
         self.preprocess_threshold = preprocess_threshold
         self.stain = stain
+        self.fluorescence_scale = fluorescence_scale
 
     def __len__(self) -> int:
         return len(self.records)
 
     def load(self, index: int, hflip: bool = False, vflip: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         record = self.records[index]
-        gray = prepare_image(record.path, self.stain, self.preprocess_threshold)
-        boxes = record.boxes.copy()
+        gray, stain = prepare_image_and_stain(record.path, self.stain, self.preprocess_threshold)
+        boxes = record.boxes.astype(np.float32, copy=True)
+        if stain == "fluorescence" and self.fluorescence_scale != 1.0:
+            h0, w0 = gray.shape
+            gray = rescale_gray(gray, self.fluorescence_scale)
+            boxes *= np.array([gray.shape[1] / w0, gray.shape[0] / h0] * 2, dtype=np.float32)
         h, w = gray.shape
         if hflip:
             gray = gray[:, ::-1]

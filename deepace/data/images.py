@@ -272,6 +272,15 @@ def load_image_and_stain(path: str | os.PathLike[str], stain: str = "auto") -> t
     return gray, stain
 
 
+def rescale_gray(gray: np.ndarray, factor: float) -> np.ndarray:
+    """Resize an (H, W) uint8 image by `factor` (bilinear); factor 1 returns it unchanged."""
+    if factor == 1.0:
+        return gray
+    h, w = gray.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(gray)).resize(size, Image.Resampling.BILINEAR))
+
+
 def paper_preprocess(gray: np.ndarray, threshold: int = 200) -> np.ndarray:
     """The paper's §3.2 clean-up: grey levels above `threshold` become white (255). Returns a new array."""
     out = np.array(gray, copy=True)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.rpn import RPNHead
@@ -13,6 +10,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from deepace.config import ModelConfig
 from deepace.models.backbones import build_backbone
 from deepace.models.heads import build_box_head
+from deepace.models.pyramid import SingleMap, TwoLevelPyramid
 from deepace.models.roi_heads import DeepACERoIHeads
 from deepace.models.rpn import DeepACERPN
 from deepace.models.transform import FixedScaleTransform
@@ -25,10 +23,10 @@ class DeepACE(GeneralizedRCNN):
 
     def __init__(self, config: ModelConfig, load_backbone_weights: bool = True) -> None:
         weights = config.backbone_weights if load_backbone_weights else None
-        backbone = build_backbone(config.backbone, weights, config.trainable_backbone_layers)
-        # Anchors are given in original-image pixels; the network sees images resized by input_scale.
-        sizes = tuple(s * config.input_scale for s in config.anchor_sizes)
-        anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=(tuple(config.aspect_ratios),))
+        body = build_backbone(config.backbone, weights, config.trainable_backbone_layers)
+        backbone = TwoLevelPyramid(body, config.fpn_channels) if config.fpn else SingleMap(body)
+        anchors = anchor_generator(config)
+        feature_levels = ["0", "1"] if config.fpn else ["0"]
         rpn = DeepACERPN(
             anchors,
             RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
@@ -52,7 +50,7 @@ class DeepACE(GeneralizedRCNN):
             config.head, backbone.out_channels, NUM_CLASSES, depthwise=config.conv_head_depthwise
         )
         roi_heads = DeepACERoIHeads(
-            MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+            MultiScaleRoIAlign(featmap_names=list(feature_levels), output_size=7, sampling_ratio=2),
             box_head,
             box_predictor,
             fg_iou_thresh=0.5,
@@ -70,20 +68,23 @@ class DeepACE(GeneralizedRCNN):
             soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
         )
-        super().__init__(_SingleMap(backbone), rpn, roi_heads, FixedScaleTransform(config.input_scale))
+        super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))
         self.config = config
 
 
-class _SingleMap(nn.Module):
-    """Backbones return one stride-16 map; torchvision's heads want an ordered dict of maps."""
-
-    def __init__(self, body: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-        self.out_channels = body.out_channels
-
-    def forward(self, x):  # noqa: ANN001, ANN201
-        return OrderedDict([("0", self.body(x))])
+def anchor_generator(config: ModelConfig) -> AnchorGenerator:
+    """The paper's 4 scales × 9 ratios on the one stride-16 map; with the pyramid, the smaller half of the
+    scales on the stride-8 level and the larger half on the stride-16 level (the RPN head is shared, so
+    both levels need the same number of anchors per cell)."""
+    # Anchors are given in original-image pixels; the network sees images resized by input_scale.
+    sizes = tuple(sorted(s * config.input_scale for s in config.anchor_sizes))
+    ratios = tuple(config.aspect_ratios)
+    if not config.fpn:
+        return AnchorGenerator(sizes=(sizes,), aspect_ratios=(ratios,))
+    if len(sizes) % 2:
+        raise ValueError(f"with model.fpn the anchor sizes must split evenly over 2 levels, got {sizes}")
+    half = len(sizes) // 2
+    return AnchorGenerator(sizes=(sizes[:half], sizes[half:]), aspect_ratios=(ratios, ratios))
 
 
 def build_detector(config: ModelConfig, load_backbone_weights: bool = True) -> DeepACE:
