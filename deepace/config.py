@@ -155,4 +155,30 @@ PRESETS: dict[str, Config] = {
             val_max_images=60,
         ),
     ),
+    # The shipped model (deepace/weights/MODEL_CARD.md): `cpu` plus the two-level pyramid and fc heads with
+    # HNAS, no repulsion term (at a CPU budget the conv heads and TNRL learn far slower; BENCHMARKS.md), and
+    # DAPI spreads enlarged 2x to bring their chromosomes to G-band size.
+    "shipped": Config(
+        model=ModelConfig(
+            backbone="mobilenet_v2",
+            input_scale=0.75,
+            fpn=True,
+            head="fc",
+            repulsion="none",
+            fluorescence_scale=2.0,
+            rpn_pre_nms_top_n_train=1000,
+            rpn_post_nms_top_n_train=500,
+            rpn_pre_nms_top_n_test=600,
+            rpn_post_nms_top_n_test=200,
+            box_batch_size_per_image=256,
+        ),
+        train=TrainConfig(
+            iterations=14000,
+            lr=0.005,
+            warmup_iterations=300,
+            clip_grad_norm=10.0,
+            val_every=2000,
+            checkpoint_every=250,
+        ),
+    ),
 }
