@@ -127,3 +127,11 @@ def test_export_calibrates_thresholds_and_halves_weights(tmp_path: Path, model_f
     assert set(payload["stain_thresholds"]) == {"brightfield"}
     assert payload["score_threshold"] == payload["stain_thresholds"]["brightfield"]
     assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_folder_with_a_corrupt_image_reports_it(tmp_path: Path, model_file: Path) -> None:
+    write_blob_records(tmp_path / "case", 1, size=128)
+    (tmp_path / "case" / "cut-off.jpg").write_bytes(b"")  # named like an image, no content
+    result = CliRunner().invoke(app, ["count", str(tmp_path / "case"), "--weights", str(model_file)])
+    assert result.exit_code == 1
+    assert "cut-off.jpg" in result.output and "1 file(s) could not be counted" in result.output

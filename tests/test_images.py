@@ -187,8 +187,19 @@ def test_find_images_by_content(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "x.TIF", _gray())
     (tmp_path / "fake.png").write_text("not an image")
     (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image either, and not named like one")
     found = find_images([tmp_path])
-    assert found == sorted([tmp_path / "a" / "b" / "z.dat", tmp_path / "a" / "y.jpg", tmp_path / "x.TIF"])
+    # images by content (z.dat) and files named like images, readable or not, so a reader reports the
+    # broken ones (fake.png, empty.jpg) instead of a case silently missing a cell
+    assert found == sorted(
+        [
+            tmp_path / "a" / "b" / "z.dat",
+            tmp_path / "a" / "y.jpg",
+            tmp_path / "x.TIF",
+            tmp_path / "fake.png",
+            tmp_path / "empty.jpg",
+        ]
+    )
     assert is_image_file(tmp_path / "x.TIF") and not is_image_file(tmp_path / "fake.png")
     assert not is_image_file(tmp_path / "a") and not is_image_file(tmp_path / "missing.png")
     # a file named explicitly is kept so that its reader reports it; duplicates collapse

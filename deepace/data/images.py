@@ -57,11 +57,17 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return p.is_file() and image_kind(p) is not None
 
 
+# A file named like an image but not readable as one (truncated, corrupt) is listed by find_images, so
+# that counting reports it as a failure instead of silently leaving a cell out of a case.
+IMAGE_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
+
+
 def find_images(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[Path]:
     """Image files among `paths`, folders searched recursively (by content), sorted and de-duplicated.
 
-    Files named explicitly are kept even if they are no image (or missing), so that the caller's
-    reader reports them by name instead of silently skipping them. Hidden files and folders are skipped.
+    Files named explicitly, and files in folders with an image extension, are kept even if they are no
+    image (or missing), so that the caller's reader reports them by name instead of silently skipping
+    them. Hidden files and folders are skipped.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -73,7 +79,8 @@ def find_images(paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in files:
                     f = Path(root) / name
-                    if not name.startswith(".") and is_image_file(f):
+                    named_like_image = f.suffix.lower() in IMAGE_SUFFIXES
+                    if not name.startswith(".") and (named_like_image or is_image_file(f)):
                         found.add(f)
         else:
             found.add(p)
