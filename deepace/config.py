@@ -173,7 +173,7 @@ PRESETS: dict[str, Config] = {
             box_batch_size_per_image=256,
         ),
         train=TrainConfig(
-            iterations=14000,
+            iterations=12000,
             lr=0.005,
             warmup_iterations=300,
             clip_grad_norm=10.0,
