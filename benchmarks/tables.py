@@ -1,6 +1,6 @@
 """Markdown tables from run folders' final validation (metrics.jsonl): Table 2 and Table 3 layouts.
 
-    python benchmarks/tables.py ~/deepace-runs/ablations/*
+python benchmarks/tables.py ~/deepace-runs/ablations/*
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def main(runs: list[Path]) -> None:
         at = m["by_iou"]["0.5"]
         c = m["count"]
         counts = f"{fmt(c['exact'], 1)} | {fmt(c['within1'], 1)} | {fmt(c['mae'])}"
-        print(f"| {name} | {m['iteration']} | {fmt(at['AP'])} | {fmt(at['WCR'], 1)} | {fmt(at['AER'])} | "
-              f"{counts} | {m['score_threshold']:.3f} |")
+        print(
+            f"| {name} | {m['iteration']} | {fmt(at['AP'])} | {fmt(at['WCR'], 1)} | {fmt(at['AER'])} | "
+            f"{counts} | {m['score_threshold']:.3f} |"
+        )
     print()
     print("| IoU | " + " | ".join(f"{n} WCR / AER" for n, _ in rows) + " |")
     print("|---|" + "---|" * len(rows))

@@ -1,6 +1,6 @@
 """Training throughput (images/s) on this CPU for each backbone, at the `cpu` preset's resolution.
 
-    python benchmarks/train_throughput.py --coco ~/deepace-runs/data/taichung/train.json --iters 12
+python benchmarks/train_throughput.py --coco ~/deepace-runs/data/taichung/train.json --iters 12
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def main() -> None:
             opt.step()
             if i >= 2:  # first two: warm-up
                 times.append(time.perf_counter() - tic)
-        out[backbone] = {"s_per_image_median": statistics.median(times),
-                         "images_per_s": 1 / statistics.median(times)}
+        out[backbone] = {
+            "s_per_image_median": statistics.median(times),
+            "images_per_s": 1 / statistics.median(times),
+        }
     print(json.dumps({"input_scale": args.input_scale, "iters": args.iters, **out}, indent=2))
 
 
