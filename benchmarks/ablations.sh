@@ -21,6 +21,7 @@ declare -A SWITCHES=(
   [plain_faster_rcnn]="--set model.hnas=false --set model.head=fc --set model.repulsion=none --set model.rpn_soft_nms=null --set model.box_soft_nms=null"
   [vgg16_paper]="--set model.backbone=vgg16"
   [fpn_deepace]="--set model.fpn=true"
+  [fpn_hnas_l]="--set model.fpn=true --set model.repulsion=none"
   [fpn_fc_hnas_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none"
   [fpn_fc_hnas_tnrl]="--set model.fpn=true --set model.head=fc --set model.repulsion=tnrl"
   [fpn_plain_faster_rcnn]="--set model.fpn=true --set model.hnas=false --set model.head=fc --set model.repulsion=none --set model.rpn_soft_nms=null --set model.box_soft_nms=null"
