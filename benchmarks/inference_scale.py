@@ -28,6 +28,7 @@ def main() -> None:
     torch.set_num_threads(2)
     records = read_coco(args.coco)[: args.n]
     detector = Detector.load(args.weights)
+    threshold = detector.threshold_for("brightfield")
     print("| input scale | s per cell | AP50 | AP70 | AER@0.5 % | exact count % | ±1 % |")
     print("|---|---|---|---|---|---|---|")
     for scale in args.scales:
@@ -35,7 +36,6 @@ def main() -> None:
         tic = time.perf_counter()
         preds = predict_records(detector, records)
         seconds = (time.perf_counter() - tic) / len(records)
-        threshold = detector.threshold_for("brightfield")
         m = evaluate_records(records, preds, score_threshold=threshold, on_warning=lambda _m: None)
         at50, at70, count = m["by_iou"]["0.5"], m["by_iou"]["0.7"], m["count"]
         print(

@@ -50,7 +50,7 @@ class DeepACE(GeneralizedRCNN):
             config.head, backbone.out_channels, NUM_CLASSES, depthwise=config.conv_head_depthwise
         )
         roi_heads = DeepACERoIHeads(
-            MultiScaleRoIAlign(featmap_names=list(feature_levels), output_size=7, sampling_ratio=2),
+            MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2),
             box_head,
             box_predictor,
             fg_iou_thresh=0.5,
