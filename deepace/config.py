@@ -65,6 +65,8 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     flips: bool = True  # §3.2: horizontal and vertical flips only
     seed: int = 0
+    # Fine-tuning: start from this model file or checkpoint (same architecture) instead of ImageNet weights.
+    init_weights: str | None = None
     val_every: int = 2000
     checkpoint_every: int = 500
     log_every: int = 20

@@ -27,7 +27,7 @@ from deepace.config import Config
 from deepace.data.dataset import DetectionDataset
 from deepace.data.predictions import ImagePrediction
 from deepace.data.records import ImageRecord
-from deepace.inference import Detector, save_model
+from deepace.inference import Detector, float_weights, read_model_file, save_model
 from deepace.metrics import evaluate_records
 from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.detector import build_detector
@@ -137,7 +137,9 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
-    model = build_detector(config.model)
+    model = build_detector(config.model, load_backbone_weights=t.init_weights is None)
+    if t.init_weights is not None:
+        model.load_state_dict(float_weights(read_model_file(Path(t.init_weights))))
     model.train()
     net: torch.nn.Module = model
     if dist_info.world_size > 1:

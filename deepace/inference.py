@@ -68,6 +68,30 @@ def save_model(
     tmp.replace(path)
 
 
+def read_model_file(path: Path) -> dict:
+    """A model file (`save_model`) or a training checkpoint (`last.pt`), as the model file's payload:
+    config, state_dict and, when present, thresholds and provenance."""
+    import torch
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(payload, dict) and "model" in payload and "config" in payload:  # a training checkpoint
+        payload = {
+            "config": payload["config"],
+            "state_dict": payload["model"],
+            "meta": {"iteration": payload.get("iteration")},
+        }
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise ValueError(f"{path}: not a DeepACE model file or training checkpoint")
+    return payload
+
+
+def float_weights(payload: dict) -> dict:
+    """The payload's weights in float32 (model files may store them as float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+
+
 class Detector:
     """A trained DeepACE model in evaluation mode, with its counting threshold."""
 
@@ -93,28 +117,13 @@ class Detector:
 
     @classmethod
     def load(cls, path: Path | None = None, num_threads: int | None = None) -> Detector:
-        import torch
-
         from deepace.config import Config
         from deepace.models.detector import build_detector
 
-        path = Path(path) if path is not None else DEFAULT_WEIGHTS
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: model file not found")
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(payload, dict) and "model" in payload and "config" in payload:  # a training checkpoint
-            payload = {
-                "config": payload["config"],
-                "state_dict": payload["model"],
-                "meta": {"iteration": payload.get("iteration")},
-            }
-        if not isinstance(payload, dict) or "state_dict" not in payload:
-            raise ValueError(f"{path}: not a DeepACE model file or training checkpoint")
+        payload = read_model_file(Path(path) if path is not None else DEFAULT_WEIGHTS)
         config = Config.from_dict(payload["config"])
         model = build_detector(config.model, load_backbone_weights=False)
-        model.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-        )
+        model.load_state_dict(float_weights(payload))
         return cls(
             model,
             config,

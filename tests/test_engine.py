@@ -9,7 +9,7 @@ import torch
 
 from deepace.config import Config
 from deepace.engine import DistInfo, lr_factor, samples_for_iteration, train, validate
-from deepace.inference import Detector
+from deepace.inference import Detector, save_model
 from deepace.models.detector import build_detector
 from tests.helpers_detection import tiny_config, write_blob_records
 
@@ -65,3 +65,53 @@ def test_sampling_is_deterministic_and_splits_across_processes() -> None:
     assert seen == [samples_for_iteration(i, 10, config, DistInfo())[0] for i in range(10)]
     two = [samples_for_iteration(0, 10, config, DistInfo(rank, 2))[0][0] for rank in (0, 1)]
     assert two == [seen[0][0], seen[1][0]]  # rank r at iteration i takes global sample 2i + r
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path: Path) -> None:
+    records = write_blob_records(tmp_path / "imgs", 6, size=128)
+    config = tiny_config(iterations=60)
+    source = train(config, records, [], tmp_path / "source", progress=False)["model"]
+    save_model(tmp_path / "model.pt", source, config, 0.5, half=True)
+    # lr 0: the weights after one step are the starting weights (a float16 model file, read back exactly)
+    frozen = replace(
+        config, train=replace(config.train, iterations=1, lr=0.0, init_weights=str(tmp_path / "model.pt"))
+    )
+    tuned = train(frozen, records, [], tmp_path / "frozen", progress=False)["model"].state_dict()
+    for key, value in source.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(tuned[key], value.half().float()), key
+    # a trained start (checkpoint) begins at a far lower loss than ImageNet/random initialisation
+    short = replace(config.train, iterations=3, log_every=3)
+    scratch = train(replace(config, train=short), records, [], tmp_path / "scratch", progress=False)
+    init = replace(short, init_weights=str(tmp_path / "source" / "last.pt"))
+    train(replace(config, train=init), records, [], tmp_path / "tuned", progress=False)
+    first = {
+        name: json.loads((tmp_path / name / "log.jsonl").read_text().splitlines()[0])["loss"]
+        for name in ("scratch", "tuned")
+    }
+    assert scratch is not None and first["tuned"] < 0.7 * first["scratch"], first
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["train"]["init_weights"].endswith(
+        "last.pt"
+    )
+
+
+def test_train_cli_fine_tunes_a_model_with_its_own_configuration(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from deepace.cli import app
+    from deepace.data.coco import write_coco
+
+    records = write_blob_records(tmp_path / "imgs", 3, size=128)
+    write_coco(records, tmp_path / "train.json")
+    config = tiny_config(iterations=2)
+    save_model(tmp_path / "model.pt", build_detector(config.model), config, 0.5)
+    args = ["train", "--train", str(tmp_path / "train.json"), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(
+        app, [*args, "--init", str(tmp_path / "model.pt"), "--set", "train.iterations=1"]
+    )
+    assert result.exit_code == 0, result.output
+    used = Config.load(tmp_path / "run" / "config.json")
+    assert used.model.backbone == "resnet18" and used.train.iterations == 1  # the model's config, then --set
+    assert used.train.init_weights == str(tmp_path / "model.pt")
+    missing = CliRunner().invoke(app, [*args, "--init", str(tmp_path / "nothing.pt")])
+    assert missing.exit_code == 2 and "no such" in missing.output  # a usage error, before any training

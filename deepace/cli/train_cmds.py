@@ -18,31 +18,56 @@ def _read_records(paths: list[Path]):  # noqa: ANN202
     return records
 
 
+def _init_path(init: str | None) -> Path | None:
+    from deepace.inference import DEFAULT_WEIGHTS
+
+    if init is None:
+        return None
+    path = DEFAULT_WEIGHTS if init == "shipped" else Path(init)
+    if not path.exists():
+        raise typer.BadParameter(f"no such model file: {path}", param_hint="--init")
+    return path
+
+
 def train_command(
     train: list[Path] = typer.Option(..., "--train", help="COCO file(s) to train on (repeat to combine)."),
     val: list[Path] = typer.Option([], "--val", help="COCO file(s) for validation (never trained on)."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, log, metrics, last.pt, best.pt."),
     config_file: Path | None = typer.Option(None, "--config", help="JSON config (see deepace/config.py)."),
-    preset: str = typer.Option("paper", "--preset", help=f"One of: {', '.join(PRESETS)}."),
+    preset: str | None = typer.Option(
+        None, "--preset", help=f"One of: {', '.join(PRESETS)} (default: paper, or the --init model's own)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.hnas=false."),
     backbone_weights: Path | None = typer.Option(
         None, "--backbone-weights", help="ImageNet weights (.pth, or VGG16 .onnx)."
+    ),
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Fine-tune: start from this model file or checkpoint, or 'shipped' for the bundled model; "
+        "its configuration is used unless --config/--preset is given.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
 ) -> None:
     """Train DeepACE (SGD, step decay, flips, periodic validation, exact resume)."""
     from deepace.engine import train as run_training
+    from deepace.inference import read_model_file
 
+    init_path = _init_path(init)
     if config_file is not None:
         config = Config.load(config_file)
     elif resume and (out / "config.json").exists():
         config = Config.load(out / "config.json")  # the interrupted run's settings; --set still applies
-    elif preset in PRESETS:
-        config = PRESETS[preset]
+    elif preset is None and init_path is not None:
+        config = Config.from_dict(read_model_file(init_path)["config"])
+    elif (preset or "paper") in PRESETS:
+        config = PRESETS[preset or "paper"]
     else:
         raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if backbone_weights is not None:
         overrides = [*overrides, f"model.backbone_weights={backbone_weights}"]
+    if init_path is not None:
+        overrides = [*overrides, f"train.init_weights={init_path}"]
     config = with_overrides(config, overrides)
     run_training(config, _read_records(train), _read_records(val) if val else [], out, resume=resume)
 

@@ -1,0 +1,89 @@
+"""Post-processing sweep: the detection heads' NMS IoU and Soft-NMS settings (paper §3.2: NMS then
+Soft-NMS, both at 0.5), chosen on cells that are not the validation split.
+
+The network runs once per cell with suppression switched off; every setting is then applied to the same
+raw detections, and the counting threshold is re-tuned for each setting (exact count, as `export` does).
+
+    python benchmarks/postprocess_sweep.py --coco ~/deepace-runs/data/taichung/train.json --n 200 \
+        --cache ~/deepace-runs/sweep/raw_train200.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from deepace.data.coco import read_coco
+from deepace.engine import predict_records
+from deepace.inference import Detector
+from deepace.metrics import evaluate_records
+from deepace.metrics.threshold import tune_score_threshold
+from deepace.models.soft_nms import soft_nms
+
+
+def raw_predictions(detector: Detector, records: list) -> list:  # noqa: ANN001
+    heads = detector.model.roi_heads
+    heads.nms_thresh, heads.soft_nms_method, heads.detections_per_img = 1.0, None, 400
+    return predict_records(detector, records, progress=True)
+
+
+def suppress(boxes: np.ndarray, scores: np.ndarray, iou: float, sigma: float | None, floor: float):
+    b, s = torch.from_numpy(boxes), torch.from_numpy(scores)
+    keep = nms(b, s, iou)
+    b, s = b[keep], s[keep]
+    if sigma is not None:
+        kept, s = soft_nms(b, s, "gaussian", iou, sigma, score_threshold=floor)
+        b = b[kept]
+    order = torch.argsort(s, descending=True)
+    return b[order].numpy(), s[order].numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--coco", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=200, help="cells, spread evenly over the file")
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="raw detections saved/read here")
+    parser.add_argument("--nms", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8])
+    parser.add_argument("--sigmas", type=str, nargs="+", default=["none", "0.5", "0.3", "0.15"])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    records = read_coco(args.coco)
+    records = [records[i] for i in np.linspace(0, len(records) - 1, min(args.n, len(records))).astype(int)]
+    detector = Detector.load(args.weights)
+    floor = detector.config.model.box_score_thresh
+    if args.cache is not None and args.cache.exists():
+        raw = torch.load(args.cache, weights_only=False)
+    else:
+        raw = raw_predictions(detector, records)
+        if args.cache is not None:
+            args.cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(raw, args.cache)
+    expected = [r.expected_count if r.expected_count is not None else r.count for r in records]
+    print(f"{len(records)} cells from {args.coco}")
+    print("| NMS IoU | Soft-NMS σ | threshold | AP50 | WCR@0.5 % | AER@0.5 % | AP70 | exact % | ±1 % | MAE |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for iou in args.nms:
+        for sigma_text in args.sigmas:
+            sigma = None if sigma_text == "none" else float(sigma_text)
+            preds = []
+            for p in raw:
+                boxes, scores = suppress(p.boxes, p.scores, iou, sigma, floor)
+                preds.append(type(p)(p.image, boxes, scores, p.score_threshold))
+            threshold, _ = tune_score_threshold([p.scores for p in preds], expected)
+            m = evaluate_records(records, preds, score_threshold=threshold, on_warning=lambda _m: None)
+            at50, at70, count = m["by_iou"]["0.5"], m["by_iou"]["0.7"], m["count"]
+            print(
+                f"| {iou} | {sigma_text} | {threshold:.3f} | {at50['AP']:.2f} | {at50['WCR']:.1f} | "
+                f"{at50['AER']:.2f} | {at70['AP']:.2f} | {count['exact']:.1f} | {count['within1']:.1f} | "
+                f"{count['mae']:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
