@@ -78,15 +78,22 @@ def samples_for_iteration(
     return out
 
 
-def predict_records(
+def predict_records_with_stains(
     detector: Detector, records: list[ImageRecord], progress: bool = False
-) -> list[ImagePrediction]:
-    preds = []
+) -> list[tuple[ImagePrediction, str]]:
+    """Each record's prediction and the stain its image was read as."""
+    out = []
     for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
         gray, stain = detector.prepare_with_stain(record.path)
         boxes, scores = detector.predict_gray(gray, stain)
-        preds.append(ImagePrediction(record.path, boxes, scores, detector.threshold_for(stain)))
-    return preds
+        out.append((ImagePrediction(record.path, boxes, scores, detector.threshold_for(stain)), stain))
+    return out
+
+
+def predict_records(
+    detector: Detector, records: list[ImageRecord], progress: bool = False
+) -> list[ImagePrediction]:
+    return [pred for pred, _stain in predict_records_with_stains(detector, records, progress)]
 
 
 def validate(
@@ -158,7 +165,7 @@ def train(
     if dist_info.is_main:
         config.save(out_dir / "config.json")
     dataset = DetectionDataset(
-        train_records, config.model.preprocess_threshold, fluorescence_scale=config.model.fluorescence_scale
+        train_records, config.model.preprocess_threshold, stain_scale=config.model.stain_scale
     )
     log_file = (out_dir / "log.jsonl").open("a") if dist_info.is_main else None
     end = t.iterations if stop_after is None else min(t.iterations, start + stop_after)

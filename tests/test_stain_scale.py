@@ -39,7 +39,7 @@ def test_stain_scale_applies_to_fluorescence_only() -> None:
 
 def test_dataset_enlarges_fluorescence_images_and_their_boxes(tmp_path: Path) -> None:
     records = [_record(tmp_path, fluorescence=True), _record(tmp_path, fluorescence=False)]
-    dataset = DetectionDataset(records, fluorescence_scale=2.0)
+    dataset = DetectionDataset(records, stain_scale=ModelConfig(fluorescence_scale=2.0).stain_scale)
     image, target = dataset.load(0)
     assert image.shape[-2:] == (120, 160)
     assert torch.allclose(target["boxes"], torch.from_numpy(BOX * 2))

@@ -130,16 +130,15 @@ def export_command(
 
 def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: ANN001
     """Per stain, the counting threshold with the best exact-count accuracy on these images."""
-    from tqdm import tqdm
-
+    from deepace.engine import predict_records_with_stains
     from deepace.metrics.threshold import tune_score_threshold
 
     by_stain: dict[str, tuple[list, list]] = {}
-    for record in tqdm(records, desc="calibrating", unit="img"):
-        gray, stain = detector.prepare_with_stain(record.path)
-        _boxes, scores = detector.predict_gray(gray, stain)
+    for record, (pred, stain) in zip(
+        records, predict_records_with_stains(detector, records, True), strict=True
+    ):
         expected = record.expected_count if record.expected_count is not None else record.count
-        by_stain.setdefault(stain, ([], []))[0].append(scores)
+        by_stain.setdefault(stain, ([], []))[0].append(pred.scores)
         by_stain[stain][1].append(expected)
     thresholds = {}
     for stain, (scores, expected) in by_stain.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -26,19 +28,20 @@ def prepare_image_and_stain(
 
 
 class DetectionDataset(Dataset):
-    """Images as the network sees them in training; fluorescence ones enlarged by `fluorescence_scale`."""
+    """Images as the network sees them in training, each resized by `stain_scale(stain it was read as)`
+    (`ModelConfig.stain_scale`: fluorescence spreads are enlarged to bring chromosomes to G-band size)."""
 
     def __init__(
         self,
         records: list[ImageRecord],
         preprocess_threshold: int | None = 200,
         stain: str = "auto",
-        fluorescence_scale: float = 1.0,
+        stain_scale: Callable[[str], float] | None = None,
     ) -> None:
         self.records = records
         self.preprocess_threshold = preprocess_threshold
         self.stain = stain
-        self.fluorescence_scale = fluorescence_scale
+        self.stain_scale = stain_scale
 
     def __len__(self) -> int:
         return len(self.records)
@@ -47,9 +50,10 @@ class DetectionDataset(Dataset):
         record = self.records[index]
         gray, stain = prepare_image_and_stain(record.path, self.stain, self.preprocess_threshold)
         boxes = record.boxes.astype(np.float32, copy=True)
-        if stain == "fluorescence" and self.fluorescence_scale != 1.0:
+        factor = self.stain_scale(stain) if self.stain_scale is not None else 1.0
+        if factor != 1.0:
             h0, w0 = gray.shape
-            gray = rescale_gray(gray, self.fluorescence_scale)
+            gray = rescale_gray(gray, factor)
             boxes *= np.array([gray.shape[1] / w0, gray.shape[0] / h0] * 2, dtype=np.float32)
         h, w = gray.shape
         if hflip:
