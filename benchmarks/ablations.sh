@@ -25,6 +25,8 @@ declare -A SWITCHES=(
   [fpn_hnas_l]="--set model.fpn=true --set model.repulsion=none"
   [fpn_fc_hnas_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none"
   [fpn_fc_hnas_tnrl]="--set model.fpn=true --set model.head=fc --set model.repulsion=tnrl"
+  [fpn_fc_hnas_repgt]="--set model.fpn=true --set model.head=fc --set model.repulsion=repgt"
+  [fpn_hnas_repgt]="--set model.fpn=true --set model.repulsion=repgt"
   [fpn_plain_faster_rcnn]="--set model.fpn=true --set model.hnas=false --set model.head=fc --set model.repulsion=none --set model.rpn_soft_nms=null --set model.box_soft_nms=null"
 )
 for name in "$@"; do
