@@ -50,12 +50,19 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="raw detections saved/read here")
     parser.add_argument("--nms", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8])
     parser.add_argument("--sigmas", type=str, nargs="+", default=["none", "0.5", "0.3", "0.15"])
+    parser.add_argument("--rpn-proposals", type=int, default=None, help="proposals kept after the RPN")
+    parser.add_argument("--rpn-nms", type=float, default=None, help="the RPN's NMS IoU (Soft-NMS after it)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     records = read_coco(args.coco)
     records = [records[i] for i in np.linspace(0, len(records) - 1, min(args.n, len(records))).astype(int)]
     detector = Detector.load(args.weights)
     floor = detector.config.model.box_score_thresh
+    rpn = detector.model.rpn
+    if args.rpn_proposals is not None:
+        rpn._post_nms_top_n["testing"] = args.rpn_proposals
+    if args.rpn_nms is not None:
+        rpn.nms_thresh = args.rpn_nms
     if args.cache is not None and args.cache.exists():
         raw = torch.load(args.cache, weights_only=False)
     else:
