@@ -1,6 +1,8 @@
 """Markdown tables from run folders' final validation (metrics.jsonl): Table 2 and Table 3 layouts.
 
-python benchmarks/tables.py ~/deepace-runs/ablations/*
+Usage:
+
+    python benchmarks/tables.py ~/deepace-runs/ablations/*
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Training throughput (images/s) on this CPU for each backbone, at the `cpu` preset's resolution.
 
-python benchmarks/train_throughput.py --coco ~/deepace-runs/data/taichung/train.json --iters 12
+Usage:
+
+    python benchmarks/train_throughput.py --coco ~/deepace-runs/data/taichung/train.json --iters 12
 """
 
 from __future__ import annotations
