@@ -145,8 +145,6 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     model = build_detector(config.model, load_backbone_weights=t.init_weights is None)
-    if t.init_weights is not None:
-        model.load_state_dict(float_weights(read_model_file(Path(t.init_weights))))
     model.train()
     net: torch.nn.Module = model
     if dist_info.world_size > 1:
@@ -162,6 +160,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_key, history = state["iteration"], state["best_key"], state["history"]
+    elif t.init_weights is not None:  # fine-tuning: a trained model instead of ImageNet weights
+        model.load_state_dict(float_weights(read_model_file(Path(t.init_weights))))
     if dist_info.is_main:
         config.save(out_dir / "config.json")
     dataset = DetectionDataset(
