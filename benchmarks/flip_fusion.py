@@ -17,7 +17,7 @@ from torchvision.ops import box_iou
 from deepace.data.coco import read_coco
 from deepace.data.predictions import ImagePrediction
 from deepace.inference import Detector
-from deepace.metrics import evaluate_records
+from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
 
 
@@ -63,7 +63,7 @@ def main() -> None:
         boxes, scores = detector.predict_gray(np.ascontiguousarray(gray[:, ::-1]), stain)
         boxes[:, [0, 2]] = gray.shape[1] - boxes[:, [2, 0]]
         mirrored.append((boxes, scores))
-    expected = [r.expected_count if r.expected_count is not None else r.count for r in records]
+    expected = expected_counts(records)
     variants = {"plain": plain, "mirror only": mirrored}
     for min_iou in (0.5, 0.6, 0.7):
         variants[f"fused, pairs at IoU ≥ {min_iou}"] = [

@@ -20,7 +20,7 @@ from torchvision.ops import nms
 from deepace.data.coco import read_coco
 from deepace.engine import predict_records
 from deepace.inference import Detector
-from deepace.metrics import evaluate_records
+from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.soft_nms import soft_nms
 
@@ -70,7 +70,7 @@ def main() -> None:
         if args.cache is not None:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(raw, args.cache)
-    expected = [r.expected_count if r.expected_count is not None else r.count for r in records]
+    expected = expected_counts(records)
     print(f"{len(records)} cells from {args.coco}")
     print("| NMS IoU | Soft-NMS σ | threshold | AP50 | WCR@0.5 % | AER@0.5 % | AP70 | exact % | ±1 % | MAE |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -28,7 +28,7 @@ from deepace.data.dataset import DetectionDataset
 from deepace.data.predictions import ImagePrediction
 from deepace.data.records import ImageRecord
 from deepace.inference import Detector, float_weights, read_model_file, save_model
-from deepace.metrics import evaluate_records
+from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.detector import build_detector
 
@@ -110,7 +110,7 @@ def validate(
     preds = predict_records(detector, records, progress)
     threshold = config.score_threshold
     if tune_threshold:
-        expected = [r.expected_count if r.expected_count is not None else r.count for r in records]
+        expected = expected_counts(records)
         threshold, _ = tune_score_threshold([p.scores for p in preds], expected)
     metrics = evaluate_records(records, preds, score_threshold=threshold, on_warning=lambda _m: None)
     metrics["score_threshold"] = threshold

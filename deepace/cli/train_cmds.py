@@ -131,13 +131,12 @@ def export_command(
 def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: ANN001
     """Per stain, the counting threshold with the best exact-count accuracy on these images."""
     from deepace.engine import predict_records_with_stains
+    from deepace.metrics import expected_counts
     from deepace.metrics.threshold import tune_score_threshold
 
+    predictions = predict_records_with_stains(detector, records, True)
     by_stain: dict[str, tuple[list, list]] = {}
-    for record, (pred, stain) in zip(
-        records, predict_records_with_stains(detector, records, True), strict=True
-    ):
-        expected = record.expected_count if record.expected_count is not None else record.count
+    for (pred, stain), expected in zip(predictions, expected_counts(records), strict=True):
         by_stain.setdefault(stain, ([], []))[0].append(pred.scores)
         by_stain[stain][1].append(expected)
     thresholds = {}
