@@ -20,6 +20,7 @@ class ModelConfig:
     # RPN
     fpn: bool = False  # two-level feature pyramid (stride 8 + 16) instead of the paper's single map
     fpn_channels: int = 128
+    fpn_finest_stride: int = 8  # 4: the pyramid's levels are strides 4 + 8 (16 feeds only the top-down path)
     hnas: bool = True  # §2.2 Hard Negative Anchors Sampling (False: torchvision's balanced sampler)
     rpn_batch_size_per_image: int = 512
     rpn_positive_fraction: float = 0.25

@@ -30,7 +30,7 @@ from deepace.data.records import ImageRecord
 from deepace.inference import Detector, float_weights, read_model_file, save_model
 from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
-from deepace.models.detector import build_detector
+from deepace.models.detector import adapt_state_dict, build_detector
 
 
 @dataclass
@@ -161,7 +161,10 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         start, best_key, history = state["iteration"], state["best_key"], state["history"]
     elif t.init_weights is not None:  # fine-tuning: a trained model instead of ImageNet weights
-        model.load_state_dict(float_weights(read_model_file(Path(t.init_weights))))
+        payload = read_model_file(Path(t.init_weights))
+        source = Config.from_dict(payload["config"]).model
+        state = adapt_state_dict(float_weights(payload), source, model)
+        model.load_state_dict(state)
     if dist_info.is_main:
         config.save(out_dir / "config.json")
     dataset = DetectionDataset(

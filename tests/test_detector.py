@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepace.models.detector import build_detector
+from deepace.models.detector import adapt_state_dict, build_detector
 from deepace.models.heads import ConvBoxPredictor
 from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.rpn import DeepACERPN
@@ -27,6 +27,7 @@ TARGET = {
         {"input_scale": 0.5},
         {"fpn": True},
         {"fpn": True, "head": "fc", "repulsion": "none"},
+        {"fpn": True, "fpn_finest_stride": 4},
     ],
 )
 def test_switches_train_and_predict(switches: dict) -> None:
@@ -111,3 +112,40 @@ def test_pyramid_rois_of_chromosome_size_read_the_stride_8_level() -> None:
 def test_pyramid_needs_an_even_number_of_anchor_scales() -> None:
     with pytest.raises(ValueError, match="split evenly"):
         build_detector(tiny_config(fpn=True, anchor_sizes=(32, 64, 96)).model)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2", "vgg16"])
+def test_finest_stride_4_pyramid_gives_stride_4_and_8_maps(backbone: str) -> None:
+    model = build_detector(tiny_config(backbone=backbone, fpn=True, fpn_finest_stride=4).model)
+    maps = model.backbone(torch.rand(1, 3, 128, 160))
+    assert list(maps) == ["0", "1"]
+    assert maps["0"].shape[-2:] == (32, 40) and maps["1"].shape[-2:] == (16, 20)
+    # chromosome-sized RoIs now read the stride-4 level
+    pooler = model.roi_heads.box_roi_pool
+    levels = {"0": torch.ones(1, 4, 64, 64), "1": torch.full((1, 4, 32, 32), 2.0)}
+    pooled = pooler(levels, [torch.tensor([[0.0, 0.0, 30.0, 90.0], [0.0, 0.0, 150.0, 150.0]])], [(256, 256)])
+    assert pooled.mean(dim=(1, 2, 3)).tolist() == [1.0, 2.0]
+
+
+def test_pyramid_rejects_other_finest_strides() -> None:
+    with pytest.raises(ValueError, match="finest_stride"):
+        build_detector(tiny_config(fpn=True, fpn_finest_stride=2).model)
+
+
+def test_weights_move_between_pyramids_keeping_the_trained_levels() -> None:
+    torch.manual_seed(0)
+    stride8 = build_detector(tiny_config(fpn=True).model).eval()
+    stride4 = build_detector(tiny_config(fpn=True, fpn_finest_stride=4).model).eval()
+    stride4.load_state_dict(adapt_state_dict(stride8.state_dict(), stride8.config, stride4))  # strict
+    fpn = stride4.backbone.fpn
+    assert not fpn.inner_blocks[0][0].weight.any() and not fpn.inner_blocks[0][0].bias.any()
+    assert torch.equal(fpn.layer_blocks[0][0].weight, fpn.layer_blocks[1][0].weight)
+    image = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        old, new = stride8.backbone(image), stride4.backbone(image)
+    assert torch.equal(new["1"], old["0"])  # the trained stride-8 level is untouched
+    # and back: dropping the stride-4 level restores the original weights exactly
+    back = adapt_state_dict(stride4.state_dict(), stride4.config, stride8)
+    original = stride8.state_dict()
+    assert back.keys() == original.keys()
+    assert all(torch.equal(back[k], original[k]) for k in original)

@@ -95,6 +95,25 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path: Path) -> None:
     )
 
 
+def test_fine_tuning_can_add_the_stride_4_pyramid_level(tmp_path: Path) -> None:
+    records = write_blob_records(tmp_path / "imgs", 2, size=128)
+    config = tiny_config(iterations=1, fpn=True)
+    source = train(config, records, [], tmp_path / "source", progress=False)["model"]
+    finer = replace(
+        config,
+        model=replace(config.model, fpn_finest_stride=4),
+        train=replace(config.train, lr=0.0, init_weights=str(tmp_path / "source" / "last.pt")),
+    )
+    tuned = train(finer, records, [], tmp_path / "finer", progress=False)["model"]
+    # lr 0: every trained weight arrives, the pyramid's under its new index
+    tuned_state, source_state = tuned.state_dict(), source.state_dict()
+    for key, value in source_state.items():
+        moved = (
+            key.replace("blocks.1.", "blocks.2.").replace("blocks.0.", "blocks.1.") if ".fpn." in key else key
+        )
+        assert torch.equal(tuned_state[moved], value), key
+
+
 def test_train_cli_fine_tunes_a_model_with_its_own_configuration(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -63,6 +63,7 @@ class Backbone(nn.Sequential):
         out_channels: int,
         stages: list[list[str]],
         stride8: tuple[str, int],
+        stride4: tuple[str, int],
     ):
         super().__init__(layers)
         self.out_channels = out_channels
@@ -70,6 +71,7 @@ class Backbone(nn.Sequential):
         self.stages = stages  # child names per stage, input end first; used for freezing
         # (child whose output is the last stride-8 map, its channels): the finer level of the pyramid.
         self.stride8_layer, self.stride8_channels = stride8
+        self.stride4_layer, self.stride4_channels = stride4  # the last stride-4 map, likewise
 
     def freeze(self, trainable_layers: int) -> None:
         """Make the last ``trainable_layers`` stages trainable and freeze the others."""
@@ -95,7 +97,8 @@ def _vgg16() -> Backbone:
     # Stages end at the max-pools (indices 4, 9, 16, 23); stage 5 is conv5_x.
     bounds = [0, 5, 10, 17, 24, 30]
     stages = [[str(i) for i in range(a, b)] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return Backbone(layers, out_channels=512, stages=stages, stride8=("22", 512))  # conv4_3 + ReLU
+    # Pyramid taps: conv4_3 + ReLU (stride 8), conv3_3 + ReLU (stride 4).
+    return Backbone(layers, out_channels=512, stages=stages, stride8=("22", 512), stride4=("15", 256))
 
 
 def _dilate_mobilenet_stage(features: nn.Sequential, first: int) -> None:
@@ -122,7 +125,7 @@ def _mobilenet_v2() -> Backbone:
     # 160/320ch (dilated).
     bounds = [0, 2, 4, 7, 14, 18]
     stages = [[str(i) for i in range(a, b)] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return Backbone(layers, out_channels=320, stages=stages, stride8=("6", 32))
+    return Backbone(layers, out_channels=320, stages=stages, stride8=("6", 32), stride4=("3", 24))
 
 
 def _resnet18() -> Backbone:
@@ -130,7 +133,7 @@ def _resnet18() -> Backbone:
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"]
     layers = OrderedDict((n, getattr(net, n)) for n in names)
     stages = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"]]
-    return Backbone(layers, out_channels=256, stages=stages, stride8=("layer2", 128))
+    return Backbone(layers, out_channels=256, stages=stages, stride8=("layer2", 128), stride4=("layer1", 64))
 
 
 _BUILDERS: dict[str, tuple[Callable[[], Backbone], int]] = {

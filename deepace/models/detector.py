@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import torch
+from torch import Tensor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.rpn import RPNHead
@@ -24,7 +28,11 @@ class DeepACE(GeneralizedRCNN):
     def __init__(self, config: ModelConfig, load_backbone_weights: bool = True) -> None:
         weights = config.backbone_weights if load_backbone_weights else None
         body = build_backbone(config.backbone, weights, config.trainable_backbone_layers)
-        backbone = TwoLevelPyramid(body, config.fpn_channels) if config.fpn else SingleMap(body)
+        backbone = (
+            TwoLevelPyramid(body, config.fpn_channels, config.fpn_finest_stride)
+            if config.fpn
+            else SingleMap(body)
+        )
         anchors = anchor_generator(config)
         feature_levels = ["0", "1"] if config.fpn else ["0"]
         rpn = DeepACERPN(
@@ -89,3 +97,39 @@ def anchor_generator(config: ModelConfig) -> AnchorGenerator:
 
 def build_detector(config: ModelConfig, load_backbone_weights: bool = True) -> DeepACE:
     return DeepACE(config, load_backbone_weights)
+
+
+_PYRAMID_KEY = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.)(\d+)(\..*)$")
+
+
+def adapt_state_dict(state: dict[str, Tensor], source: ModelConfig, target: DeepACE) -> dict[str, Tensor]:
+    """`source`'s weights for a `target` model whose pyramid starts one level finer or coarser.
+
+    The pyramid's lateral and output convolutions are indexed finest first, so adding the stride-4 level
+    shifts the stride-8 and stride-16 ones up by one (removing it shifts them down); the backbone, RPN head
+    and box head fit as they are. The new stride-4 level starts as (nearly) the trained stride-8 one
+    upsampled: its lateral convolution is zero, so its top-down input is the stride-8 map, and its output
+    convolution is a copy of the stride-8 one. Fine-tuning then starts from the trained model's
+    behaviour instead of from random RoI features.
+    """
+    finer = target.config.fpn_finest_stride
+    if not (source.fpn and target.config.fpn) or source.fpn_finest_stride == finer:
+        return dict(state)
+    shift = 1 if finer < source.fpn_finest_stride else -1
+    adapted = {}
+    for key, value in state.items():
+        match = _PYRAMID_KEY.match(key)
+        if match is None:
+            adapted[key] = value
+            continue
+        index = int(match.group(2)) + shift
+        if index >= 0:
+            adapted[f"{match.group(1)}{index}{match.group(3)}"] = value
+    if shift == 1:
+        fresh = target.state_dict()
+        for key in fresh:
+            if key.startswith("backbone.fpn.inner_blocks.0."):
+                adapted[key] = torch.zeros_like(fresh[key])
+            elif key.startswith("backbone.fpn.layer_blocks.0."):
+                adapted[key] = adapted[key.replace("layer_blocks.0.", "layer_blocks.1.")].clone()
+    return adapted
