@@ -35,6 +35,8 @@ class ModelConfig:
     conv_head_depthwise: bool = True
     box_batch_size_per_image: int = 256
     box_positive_fraction: float = 0.25
+    # HNAS for the heads' RoIs too (not in the paper): half the negatives with IoU in [this, 0.5); None: off
+    box_hard_negative_iou: float | None = None
     repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
     repulsion_weight: float = 10.0  # α
     smooth_ln_sigma: float = 1.0

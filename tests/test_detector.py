@@ -28,6 +28,7 @@ TARGET = {
         {"fpn": True},
         {"fpn": True, "head": "fc", "repulsion": "none"},
         {"fpn": True, "fpn_finest_stride": 4},
+        {"box_hard_negative_iou": 0.1},
     ],
 )
 def test_switches_train_and_predict(switches: dict) -> None:

@@ -1,6 +1,10 @@
+import pytest
 import torch
+from torchvision.ops import box_iou
 
+from deepace.models.detector import build_detector
 from deepace.models.hnas import HardNegativeAnchorSampler
+from tests.helpers_detection import tiny_config
 
 
 def _labels(n_pos: int, n_hard: int, n_easy: int) -> torch.Tensor:
@@ -43,3 +47,39 @@ def test_standard_sampler_never_draws_hard_negatives() -> None:
     labels = _labels(100, 1000, 1000)
     _pos, neg = BalancedPositiveNegativeSampler(512, 0.25)([labels])
     assert int((neg[0].bool() & (labels == -1)).sum()) == 0
+
+
+def _sampled_roi_ious(hard_negative_iou: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU with the one chromosome and label of each RoI the box head trains on (batch 32, 25% positive),
+    from 10 near-copies of it, 40 boxes straddling it (IoU 0.3) and 400 on background."""
+    heads = build_detector(tiny_config(box_hard_negative_iou=hard_negative_iou).model).roi_heads
+    chromosome = torch.tensor([[100.0, 100.0, 130.0, 200.0]])
+    near = chromosome + torch.linspace(-2, 2, 10)[:, None]
+    straddling = torch.tensor([[100.0, 100.0, 130.0, 130.0]]).repeat(40, 1)
+    background = torch.tensor([[300.0, 300.0, 330.0, 400.0]]) + torch.arange(400.0)[:, None] / 10
+    proposals = [torch.cat([near, straddling, background])]
+    target = {"boxes": chromosome, "labels": torch.ones(1, dtype=torch.int64)}
+    sampled, _, labels, _ = heads.select_training_samples(proposals, [target])
+    return box_iou(sampled[0], chromosome)[:, 0], labels[0]
+
+
+def test_box_head_hard_negatives_are_half_of_the_negatives() -> None:
+    torch.manual_seed(0)
+    iou, labels = _sampled_roi_ious(0.1)
+    assert set(labels.tolist()) == {0, 1}  # hard negatives are trained as background
+    assert int((labels == 1).sum()) == 8
+    negative = labels == 0
+    assert int((negative & (iou >= 0.1)).sum()) == 12 and int((negative & (iou < 0.1)).sum()) == 12
+
+
+def test_box_head_default_samples_negatives_uniformly() -> None:
+    torch.manual_seed(0)
+    iou, labels = _sampled_roi_ious(None)
+    negative = labels == 0
+    # 24 negatives drawn from 40 straddling + 400 background boxes: ~2 straddling ones, not 12
+    assert int(negative.sum()) == 24 and int((negative & (iou >= 0.1)).sum()) <= 6
+
+
+def test_box_head_hard_negative_bound_must_lie_below_the_foreground_iou() -> None:
+    with pytest.raises(ValueError, match="hard_negative_iou"):
+        build_detector(tiny_config(box_hard_negative_iou=0.5).model)

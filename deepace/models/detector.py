@@ -75,6 +75,7 @@ class DeepACE(GeneralizedRCNN):
             soft_nms_method=config.box_soft_nms,
             soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
+            hard_negative_iou=config.box_hard_negative_iou,
         )
         super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))
         self.config = config

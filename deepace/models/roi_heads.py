@@ -1,13 +1,22 @@
 """DeepACE's Fast R-CNN stage: torchvision's RoIHeads plus the repulsion loss (§2.3) and NMS + Soft-NMS
-post-processing (§3.2)."""
+post-processing (§3.2), and optionally hard-negative RoI sampling (HNAS, §2.2, carried over to this stage).
+
+With ``hard_negative_iou`` set (e.g. 0.1, Fast R-CNN's original lower bound for background RoIs), the
+proposals a head trains on are drawn like the RPN's anchors under HNAS: the positive fraction first, then
+half of the rest from "hard" negatives (IoU with every chromosome in [hard_negative_iou, fg_iou)), e.g. a
+box straddling two touching chromosomes, and the rest from easy ones. torchvision samples negatives
+uniformly, and in a spread most proposals below IoU 0.5 are easy ones.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import box_iou
 
+from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.repulsion import RepulsionKind, repulsion_terms
 from deepace.models.soft_nms import SoftNMSMethod, soft_nms
 
@@ -22,9 +31,21 @@ class DeepACERoIHeads(RoIHeads):
         soft_nms_method: SoftNMSMethod | None = "gaussian",
         soft_nms_iou: float = 0.5,
         soft_nms_sigma: float = 0.5,
+        hard_negative_iou: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.hard_negative_iou = hard_negative_iou
+        if hard_negative_iou is not None:
+            # Proposals between the thresholds get torchvision's "ignore" label -1, which the HNAS sampler
+            # reads as "hard negative"; select_training_samples turns them back into background (0).
+            fg_iou = self.proposal_matcher.high_threshold
+            if not 0.0 < hard_negative_iou < fg_iou:
+                raise ValueError(f"hard_negative_iou must be in (0, {fg_iou}), got {hard_negative_iou}")
+            self.proposal_matcher = Matcher(fg_iou, hard_negative_iou, allow_low_quality_matches=False)
+            self.fg_bg_sampler = HardNegativeAnchorSampler(
+                self.fg_bg_sampler.batch_size_per_image, self.fg_bg_sampler.positive_fraction
+            )
         if repulsion not in ("none", "repgt", "tnrl"):
             raise ValueError(f"unknown repulsion {repulsion!r} (none | repgt | tnrl)")
         self.repulsion = repulsion
@@ -39,6 +60,7 @@ class DeepACERoIHeads(RoIHeads):
         proposals, matched_idxs, labels, regression_targets = super().select_training_samples(
             proposals, targets
         )
+        labels = [lab.clamp(min=0) for lab in labels]  # sampled hard negatives (-1) are background
         self._sampled = (proposals, matched_idxs, labels, [t["boxes"] for t in targets])
         return proposals, matched_idxs, labels, regression_targets
 
