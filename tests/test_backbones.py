@@ -108,6 +108,9 @@ def test_vgg16_freezes_conv1_conv2_by_default(tmp_path: Path) -> None:
     assert _frozen_convs(build_backbone("vgg16", weights, trainable_layers=5)) == []
     assert len(_frozen_convs(build_backbone("vgg16", weights, trainable_layers=0))) == 13
     assert _frozen_convs(build_backbone("vgg16")) == []  # random init: everything trains
+    # a model built to receive trained weights (fine-tuning) freezes as its ImageNet-started run did
+    not_read = build_backbone("vgg16", tmp_path / "absent.pth", load_weights=False)
+    assert _frozen_convs(not_read) == ["0.weight", "2.weight", "5.weight", "7.weight"]
     with pytest.raises(ValueError, match="trainable_layers"):
         build_backbone("vgg16", trainable_layers=6)
 

@@ -150,3 +150,9 @@ def test_weights_move_between_pyramids_keeping_the_trained_levels() -> None:
     original = stride8.state_dict()
     assert back.keys() == original.keys()
     assert all(torch.equal(back[k], original[k]) for k in original)
+
+
+def test_a_model_built_for_trained_weights_keeps_its_runs_frozen_stages() -> None:
+    config = tiny_config(backbone_weights="/nonexistent/imagenet.pth").model  # never read
+    body = build_detector(config, load_backbone_weights=False).backbone.body
+    assert not body.conv1.weight.requires_grad and body.layer3[0].conv1.weight.requires_grad

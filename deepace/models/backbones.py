@@ -206,15 +206,23 @@ def _load_weights(backbone: Backbone, name: str, path: Path) -> None:
 
 
 def build_backbone(
-    name: str, weights: str | Path | None = None, trainable_layers: int | None = None
+    name: str,
+    weights: str | Path | None = None,
+    trainable_layers: int | None = None,
+    load_weights: bool = True,
 ) -> Backbone:
     """Build a stride-16 backbone (``vgg16``, ``mobilenet_v2`` or ``resnet18``), optionally loading
-    ImageNet ``weights`` from a local file, and freeze all but ``trainable_layers`` stages."""
+    ImageNet ``weights`` from a local file, and freeze all but ``trainable_layers`` stages.
+
+    ``load_weights=False`` builds the backbone of a model whose trained weights come next (fine-tuning,
+    inference): nothing is read, but the stages frozen are those of an ImageNet start when ``weights`` is
+    given, so a fine-tune keeps the frozen stages of the run it continues.
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {available_backbones()}")
     builder, default_trainable = _BUILDERS[name]
     backbone = builder()
-    if weights is not None:
+    if weights is not None and load_weights:
         _load_weights(backbone, name, Path(weights))
     if trainable_layers is None:
         trainable_layers = default_trainable if weights is not None else len(backbone.stages)

@@ -26,8 +26,12 @@ class DeepACE(GeneralizedRCNN):
     """Faster R-CNN with HNAS, convolutional heads, TNRL and Soft-NMS, each switchable in ModelConfig."""
 
     def __init__(self, config: ModelConfig, load_backbone_weights: bool = True) -> None:
-        weights = config.backbone_weights if load_backbone_weights else None
-        body = build_backbone(config.backbone, weights, config.trainable_backbone_layers)
+        body = build_backbone(
+            config.backbone,
+            config.backbone_weights,
+            config.trainable_backbone_layers,
+            load_weights=load_backbone_weights,
+        )
         backbone = (
             TwoLevelPyramid(body, config.fpn_channels, config.fpn_finest_stride)
             if config.fpn
