@@ -156,3 +156,20 @@ def test_a_model_built_for_trained_weights_keeps_its_runs_frozen_stages() -> Non
     config = tiny_config(backbone_weights="/nonexistent/imagenet.pth").model  # never read
     body = build_detector(config, load_backbone_weights=False).backbone.body
     assert not body.conv1.weight.requires_grad and body.layer3[0].conv1.weight.requires_grad
+
+
+@pytest.mark.parametrize("fg_iou, sampled_as_positive", [(0.5, 6), (0.6, 0)])
+def test_box_fg_iou_sets_which_rois_the_heads_learn_as_chromosomes(
+    fg_iou: float, sampled_as_positive: int
+) -> None:
+    torch.manual_seed(0)
+    heads = build_detector(tiny_config(box_fg_iou=fg_iou).model).roi_heads
+    chromosome = torch.tensor([[100.0, 100.0, 130.0, 200.0]])
+    shifted = chromosome + torch.tensor([0.0, 29.0, 0.0, 29.0])  # IoU 71/129 = 0.55
+    background = torch.tensor([[300.0, 300.0, 330.0, 400.0]]) + torch.arange(400.0)[:, None] / 10
+    proposals = [torch.cat([shifted.repeat(6, 1), background])]
+    target = {"boxes": chromosome, "labels": torch.ones(1, dtype=torch.int64)}
+    sampled, _, labels, _ = heads.select_training_samples(proposals, [target])
+    at_055 = (sampled[0][:, 1] == 129.0).sum().item()
+    assert at_055 == sampled_as_positive  # at 0.6 they are neither positives nor negatives: left out
+    assert int((labels[0] == 1).sum()) == sampled_as_positive + 1  # + the ground-truth box itself

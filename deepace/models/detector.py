@@ -65,7 +65,7 @@ class DeepACE(GeneralizedRCNN):
             MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2),
             box_head,
             box_predictor,
-            fg_iou_thresh=0.5,
+            fg_iou_thresh=config.box_fg_iou,
             bg_iou_thresh=0.5,
             batch_size_per_image=config.box_batch_size_per_image,
             positive_fraction=config.box_positive_fraction,
