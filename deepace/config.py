@@ -35,10 +35,11 @@ class ModelConfig:
     conv_head_depthwise: bool = True
     box_batch_size_per_image: int = 256
     box_positive_fraction: float = 0.25
-    # RoIs at IoU >= this are the heads' positives; those between 0.5 and it are left out (Cascade R-CNN's
-    # finding: a higher bar makes scores follow localisation). Faster R-CNN: 0.5.
+    # RoIs at IoU >= this are the heads' positives; those between 0.5 and it are left out (hard negatives
+    # with box_hard_negative_iou). Cascade R-CNN: a higher bar makes scores follow localisation. Faster
+    # R-CNN: 0.5.
     box_fg_iou: float = 0.5
-    # HNAS for the heads' RoIs too (not in the paper): half the negatives with IoU in [this, 0.5); None: off
+    # HNAS for the heads' RoIs too (not in the paper): half the negatives with IoU in [this, box_fg_iou)
     box_hard_negative_iou: float | None = None
     repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
     repulsion_weight: float = 10.0  # α

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from deepace.config import Config, ModelConfig, TrainConfig
@@ -71,3 +72,18 @@ def tiny_config(iterations: int = 40, **model: object) -> Config:
             clip_grad_norm=10.0,
         ),
     )
+
+
+ONE_CHROMOSOME = torch.tensor([[100.0, 100.0, 130.0, 200.0]])
+
+
+def sample_head_rois(proposals: torch.Tensor, **model: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RoIs (and labels) the box head of a tiny model (batch 32, 25% positive) trains on, drawn from
+    `proposals` plus 400 background boxes, with ONE_CHROMOSOME as the only ground truth."""
+    from deepace.models.detector import build_detector
+
+    heads = build_detector(tiny_config(**model).model).roi_heads
+    background = torch.tensor([[300.0, 300.0, 330.0, 400.0]]) + torch.arange(400.0)[:, None] / 10
+    target = {"boxes": ONE_CHROMOSOME, "labels": torch.ones(1, dtype=torch.int64)}
+    sampled, _, labels, _ = heads.select_training_samples([torch.cat([proposals, background])], [target])
+    return sampled[0], labels[0]

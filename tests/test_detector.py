@@ -7,7 +7,7 @@ from deepace.models.detector import adapt_state_dict, build_detector
 from deepace.models.heads import ConvBoxPredictor
 from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.rpn import DeepACERPN
-from tests.helpers_detection import tiny_config
+from tests.helpers_detection import ONE_CHROMOSOME, sample_head_rois, tiny_config
 
 IMAGE = torch.rand(3, 128, 160)
 TARGET = {
@@ -163,13 +163,8 @@ def test_box_fg_iou_sets_which_rois_the_heads_learn_as_chromosomes(
     fg_iou: float, sampled_as_positive: int
 ) -> None:
     torch.manual_seed(0)
-    heads = build_detector(tiny_config(box_fg_iou=fg_iou).model).roi_heads
-    chromosome = torch.tensor([[100.0, 100.0, 130.0, 200.0]])
-    shifted = chromosome + torch.tensor([0.0, 29.0, 0.0, 29.0])  # IoU 71/129 = 0.55
-    background = torch.tensor([[300.0, 300.0, 330.0, 400.0]]) + torch.arange(400.0)[:, None] / 10
-    proposals = [torch.cat([shifted.repeat(6, 1), background])]
-    target = {"boxes": chromosome, "labels": torch.ones(1, dtype=torch.int64)}
-    sampled, _, labels, _ = heads.select_training_samples(proposals, [target])
-    at_055 = (sampled[0][:, 1] == 129.0).sum().item()
+    shifted = ONE_CHROMOSOME + torch.tensor([0.0, 29.0, 0.0, 29.0])  # IoU 71/129 = 0.55
+    rois, labels = sample_head_rois(shifted.repeat(6, 1), box_fg_iou=fg_iou)
+    at_055 = (rois[:, 1] == 129.0).sum().item()
     assert at_055 == sampled_as_positive  # at 0.6 they are neither positives nor negatives: left out
-    assert int((labels[0] == 1).sum()) == sampled_as_positive + 1  # + the ground-truth box itself
+    assert int((labels == 1).sum()) == sampled_as_positive + 1  # + the ground-truth box itself

@@ -4,7 +4,7 @@ from torchvision.ops import box_iou
 
 from deepace.models.detector import build_detector
 from deepace.models.hnas import HardNegativeAnchorSampler
-from tests.helpers_detection import tiny_config
+from tests.helpers_detection import ONE_CHROMOSOME, sample_head_rois, tiny_config
 
 
 def _labels(n_pos: int, n_hard: int, n_easy: int) -> torch.Tensor:
@@ -50,17 +50,12 @@ def test_standard_sampler_never_draws_hard_negatives() -> None:
 
 
 def _sampled_roi_ious(hard_negative_iou: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """IoU with the one chromosome and label of each RoI the box head trains on (batch 32, 25% positive),
-    from 10 near-copies of it, 40 boxes straddling it (IoU 0.3) and 400 on background."""
-    heads = build_detector(tiny_config(box_hard_negative_iou=hard_negative_iou).model).roi_heads
-    chromosome = torch.tensor([[100.0, 100.0, 130.0, 200.0]])
-    near = chromosome + torch.linspace(-2, 2, 10)[:, None]
+    """IoU with the one chromosome and label of each RoI the box head trains on, from 10 near-copies of
+    it, 40 boxes straddling it (IoU 0.3) and 400 on background."""
+    near = ONE_CHROMOSOME + torch.linspace(-2, 2, 10)[:, None]
     straddling = torch.tensor([[100.0, 100.0, 130.0, 130.0]]).repeat(40, 1)
-    background = torch.tensor([[300.0, 300.0, 330.0, 400.0]]) + torch.arange(400.0)[:, None] / 10
-    proposals = [torch.cat([near, straddling, background])]
-    target = {"boxes": chromosome, "labels": torch.ones(1, dtype=torch.int64)}
-    sampled, _, labels, _ = heads.select_training_samples(proposals, [target])
-    return box_iou(sampled[0], chromosome)[:, 0], labels[0]
+    rois, labels = sample_head_rois(torch.cat([near, straddling]), box_hard_negative_iou=hard_negative_iou)
+    return box_iou(rois, ONE_CHROMOSOME)[:, 0], labels
 
 
 def test_box_head_hard_negatives_are_half_of_the_negatives() -> None:

@@ -35,7 +35,6 @@ class DeepACERoIHeads(RoIHeads):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.hard_negative_iou = hard_negative_iou
         if hard_negative_iou is not None:
             # Proposals between the thresholds get torchvision's "ignore" label -1, which the HNAS sampler
             # reads as "hard negative"; select_training_samples turns them back into background (0).
