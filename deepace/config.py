@@ -41,6 +41,9 @@ class ModelConfig:
     box_fg_iou: float = 0.5
     # HNAS for the heads' RoIs too (not in the paper): half the negatives with IoU in [this, box_fg_iou)
     box_hard_negative_iou: float | None = None
+    # Cascade R-CNN (not in the paper): further head stages on the refined boxes, one per foreground IoU
+    # given, e.g. (0.6,) or (0.6, 0.7); () is the paper's single stage.
+    cascade_ious: tuple[float, ...] = ()
     repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
     repulsion_weight: float = 10.0  # α
     smooth_ln_sigma: float = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.rpn import RPNHead
@@ -13,6 +13,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from deepace.config import ModelConfig
 from deepace.models.backbones import build_backbone
+from deepace.models.cascade import CascadeRoIHeads
 from deepace.models.heads import build_box_head
 from deepace.models.pyramid import SingleMap, TwoLevelPyramid
 from deepace.models.roi_heads import DeepACERoIHeads
@@ -58,10 +59,18 @@ class DeepACE(GeneralizedRCNN):
             hnas=config.hnas,
             soft_nms_method=config.rpn_soft_nms,
         )
-        box_head, box_predictor = build_box_head(
-            config.head, backbone.out_channels, NUM_CLASSES, depthwise=config.conv_head_depthwise
-        )
-        roi_heads = DeepACERoIHeads(
+
+        def new_box_head() -> tuple[nn.Module, nn.Module]:
+            return build_box_head(
+                config.head, backbone.out_channels, NUM_CLASSES, depthwise=config.conv_head_depthwise
+            )
+
+        box_head, box_predictor = new_box_head()
+        heads_class, cascade = DeepACERoIHeads, {}
+        if config.cascade_ious:
+            heads_class = CascadeRoIHeads
+            cascade = {"stages": [(iou, *new_box_head()) for iou in config.cascade_ious]}
+        roi_heads = heads_class(
             MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2),
             box_head,
             box_predictor,
@@ -80,6 +89,7 @@ class DeepACE(GeneralizedRCNN):
             soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
             hard_negative_iou=config.box_hard_negative_iou,
+            **cascade,
         )
         super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))
         self.config = config
@@ -108,18 +118,25 @@ _PYRAMID_KEY = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.)(\d+)(\..*
 
 
 def adapt_state_dict(state: dict[str, Tensor], source: ModelConfig, target: DeepACE) -> dict[str, Tensor]:
-    """`source`'s weights for a `target` model whose pyramid starts one level finer or coarser.
+    """`source`'s weights for a `target` model whose pyramid starts one level finer or coarser, or whose
+    RoI heads have more or fewer cascade stages; everything else fits as it is."""
+    fresh = target.state_dict()
+    adapted = _adapt_pyramid(dict(state), source, target.config, fresh)
+    return _adapt_cascade(adapted, fresh)
 
-    The pyramid's lateral and output convolutions are indexed finest first, so adding the stride-4 level
-    shifts the stride-8 and stride-16 ones up by one (removing it shifts them down); the backbone, RPN head
-    and box head fit as they are. The new stride-4 level starts as (nearly) the trained stride-8 one
-    upsampled: its lateral convolution is zero, so its top-down input is the stride-8 map, and its output
-    convolution is a copy of the stride-8 one. Fine-tuning then starts from the trained model's
-    behaviour instead of from random RoI features.
+
+def _adapt_pyramid(
+    state: dict[str, Tensor], source: ModelConfig, target: ModelConfig, fresh: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The pyramid's lateral and output convolutions are indexed finest first, so adding the stride-4 level
+    shifts the stride-8 and stride-16 ones up by one (removing it shifts them down). The new stride-4 level
+    starts as (nearly) the trained stride-8 one upsampled: its lateral convolution is zero, so its top-down
+    input is the stride-8 map, and its output convolution is a copy of the stride-8 one. Fine-tuning then
+    starts from the trained model's behaviour instead of from random RoI features.
     """
-    finer = target.config.fpn_finest_stride
-    if not (source.fpn and target.config.fpn) or source.fpn_finest_stride == finer:
-        return dict(state)
+    finer = target.fpn_finest_stride
+    if not (source.fpn and target.fpn) or source.fpn_finest_stride == finer:
+        return state
     shift = 1 if finer < source.fpn_finest_stride else -1
     adapted = {}
     for key, value in state.items():
@@ -131,10 +148,28 @@ def adapt_state_dict(state: dict[str, Tensor], source: ModelConfig, target: Deep
         if index >= 0:
             adapted[f"{match.group(1)}{index}{match.group(3)}"] = value
     if shift == 1:
-        fresh = target.state_dict()
         for key in fresh:
             if key.startswith("backbone.fpn.inner_blocks.0."):
                 adapted[key] = torch.zeros_like(fresh[key])
             elif key.startswith("backbone.fpn.layer_blocks.0."):
                 adapted[key] = adapted[key.replace("layer_blocks.0.", "layer_blocks.1.")].clone()
+    return adapted
+
+
+_STAGE_KEY = re.compile(r"^roi_heads\.stages\.\d+\.(.*)$")
+
+
+def _adapt_cascade(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A cascade stage the source lacks starts as a copy of the first stage's head with a zero box
+    regression: it scores its boxes as the first stage does and leaves them where they are, so the
+    fine-tune starts from the trained model's detections. Stages the target lacks are dropped."""
+    adapted = {k: v for k, v in state.items() if not _STAGE_KEY.match(k) or k in fresh}
+    for key in fresh:
+        match = _STAGE_KEY.match(key)
+        if match is None or key in adapted:
+            continue
+        if match.group(1).startswith("box_predictor.bbox_pred."):
+            adapted[key] = torch.zeros_like(fresh[key])
+        else:
+            adapted[key] = state[f"roi_heads.{match.group(1)}"].clone()
     return adapted

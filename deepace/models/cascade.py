@@ -1,0 +1,147 @@
+"""Further Fast R-CNN stages after the first, as in Cascade R-CNN (Cai & Vasconcelos, CVPR 2018).
+
+Not in the paper. Our error analysis (BENCHMARKS.md, "Where the errors are") finds most false boxes
+straddling two touching chromosomes (IoU 0.1–0.5 with one) and most misses next to a neighbour whose box
+claimed them: scoring and localisation among overlapping chromosomes. Each further stage reads RoI
+features at the previous stage's refined boxes, learns with a stricter foreground IoU (e.g. 0.6), so its
+score follows how well a box fits one chromosome, and refines the boxes again. At inference the stages'
+class logits are averaged and the last stage's boxes go through the first stage's post-processing
+(NMS + Soft-NMS, §3.2) once. As in Detectron2's cascade, the further stages' losses reach the shared
+backbone scaled by 1 / (number of stages), so the extra heads do not multiply the backbone's learning rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.ops import clip_boxes_to_image
+
+from deepace.models.roi_heads import DeepACERoIHeads
+
+# Cascade R-CNN's regression normalisation per stage: 10/5, then 20/10, 30/15 (later stages' deltas are
+# smaller, so they are scaled up to keep the regression loss in range).
+FIRST_STAGE_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+def stage_reg_weights(stage: int) -> tuple[float, float, float, float]:
+    """Box-coder weights of stage `stage` (1 = the first, torchvision's default)."""
+    x, y, w, h = FIRST_STAGE_REG_WEIGHTS
+    return (x * stage, y * stage, w * stage, h * stage)
+
+
+class CascadeRoIHeads(DeepACERoIHeads):
+    """DeepACE's RoI heads (stage 1, with its repulsion loss and post-processing) plus further stages.
+
+    `stages` gives, per further stage, its foreground IoU and its (box_head, box_predictor) pair; RoIs
+    below that IoU are its negatives (no ignored band, as in Cascade R-CNN).
+    """
+
+    def __init__(
+        self,
+        *args,
+        stages: Sequence[tuple[float, nn.Module, nn.Module]],
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not stages:
+            raise ValueError("a cascade needs at least one further stage")
+        self.stages = nn.ModuleList(
+            RoIHeads(
+                self.box_roi_pool,
+                box_head,
+                box_predictor,
+                fg_iou_thresh=iou,
+                bg_iou_thresh=iou,
+                batch_size_per_image=self.fg_bg_sampler.batch_size_per_image,
+                positive_fraction=self.fg_bg_sampler.positive_fraction,
+                bbox_reg_weights=stage_reg_weights(n),
+                score_thresh=self.score_thresh,
+                nms_thresh=self.nms_thresh,
+                detections_per_img=self.detections_per_img,
+            )
+            for n, (iou, box_head, box_predictor) in enumerate(stages, start=2)
+        )
+        self._first_stage_rois: list[Tensor] | None = None
+
+    def select_training_samples(self, proposals, targets):  # noqa: ANN001, ANN201 (torchvision's signature)
+        sampled = super().select_training_samples(proposals, targets)
+        self._first_stage_rois = sampled[0]
+        return sampled
+
+    def forward(self, features, proposals, image_shapes, targets=None):  # noqa: ANN001, ANN201
+        if not self.training:
+            return self.cascade_detections(features, proposals, image_shapes), {}
+        captured: dict[str, Tensor] = {}
+
+        def keep_regression(_module, _inputs, outputs) -> None:  # noqa: ANN001
+            captured["box_regression"] = outputs[1]
+
+        handle = self.box_predictor.register_forward_hook(keep_regression)
+        try:
+            _, losses = super().forward(features, proposals, image_shapes, targets)
+        finally:
+            handle.remove()
+        assert self._first_stage_rois is not None
+        boxes = refine(self, captured["box_regression"], self._first_stage_rois, image_shapes)
+        self._first_stage_rois = None
+        for n, stage in enumerate(self.stages, start=2):
+            rois, _, labels, regression_targets = stage.select_training_samples(boxes, targets)
+            class_logits, box_regression = predict(
+                stage, features, rois, image_shapes, backbone_gradient=1.0 / (1 + len(self.stages))
+            )
+            loss_classifier, loss_box_reg = fastrcnn_loss(
+                class_logits, box_regression, labels, regression_targets
+            )
+            losses[f"loss_classifier_stage{n}"] = loss_classifier
+            losses[f"loss_box_reg_stage{n}"] = loss_box_reg
+            boxes = refine(stage, box_regression, rois, image_shapes)
+        return [], losses
+
+    def cascade_detections(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        boxes, stage_logits = proposals, []
+        for heads in (self, *self.stages):
+            class_logits, box_regression = predict(heads, features, boxes, image_shapes)
+            stage_logits.append(class_logits)
+            boxes = refine(heads, box_regression, boxes, image_shapes)
+        class_logits = torch.stack(stage_logits).mean(dim=0)
+        # The boxes are final already: a zero regression decodes each box to itself.
+        no_regression = class_logits.new_zeros(len(class_logits), 4 * class_logits.shape[1])
+        final_boxes, scores, labels = self.postprocess_detections(
+            class_logits, no_regression, boxes, image_shapes
+        )
+        return [
+            {"boxes": b, "scores": s, "labels": lab}
+            for b, s, lab in zip(final_boxes, scores, labels, strict=True)
+        ]
+
+
+def predict(
+    heads: RoIHeads,
+    features: dict[str, Tensor],
+    boxes: list[Tensor],
+    image_shapes: list[tuple[int, int]],
+    backbone_gradient: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """One stage's class logits and box regression for `boxes`; the gradient its losses send back into
+    the shared features is scaled by `backbone_gradient` (the value is unchanged)."""
+    roi_features = heads.box_roi_pool(features, boxes, image_shapes)
+    if backbone_gradient != 1.0:
+        roi_features = roi_features * backbone_gradient + roi_features.detach() * (1.0 - backbone_gradient)
+    return heads.box_predictor(heads.box_head(roi_features))
+
+
+def refine(
+    heads: RoIHeads, box_regression: Tensor, boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+) -> list[Tensor]:
+    """`boxes` moved by one stage's regression for the chromosome class (label 1), clipped to the image
+    and detached: the next stage learns from where these boxes are, not how they got there."""
+    decoded = heads.box_coder.decode(box_regression, boxes)[:, 1].detach()
+    return [
+        clip_boxes_to_image(b, shape)
+        for b, shape in zip(decoded.split([len(b) for b in boxes]), image_shapes, strict=True)
+    ]
