@@ -134,3 +134,27 @@ def test_train_cli_fine_tunes_a_model_with_its_own_configuration(tmp_path: Path)
     assert used.train.init_weights == str(tmp_path / "model.pt")
     missing = CliRunner().invoke(app, [*args, "--init", str(tmp_path / "nothing.pt")])
     assert missing.exit_code == 2 and "no such" in missing.output  # a usage error, before any training
+
+
+def test_train_cli_fine_tune_under_another_config_keeps_the_models_frozen_stages(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from deepace.cli import app
+    from deepace.data.coco import write_coco
+
+    records = write_blob_records(tmp_path / "imgs", 2, size=128)
+    write_coco(records, tmp_path / "train.json")
+    imagenet_start = tiny_config(backbone_weights="/elsewhere/imagenet.pth")  # marks the start; never read
+    save_model(
+        tmp_path / "model.pt",
+        build_detector(imagenet_start.model, load_backbone_weights=False),
+        imagenet_start,
+        0.5,
+    )
+    tiny_config(iterations=1).save(tmp_path / "other.json")  # like a preset: no backbone_weights
+    args = ["train", "--train", str(tmp_path / "train.json"), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(
+        app, [*args, "--init", str(tmp_path / "model.pt"), "--config", str(tmp_path / "other.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert Config.load(tmp_path / "run" / "config.json").model.backbone_weights == "/elsewhere/imagenet.pth"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -54,16 +55,23 @@ def train_command(
     from deepace.inference import read_model_file
 
     init_path = _init_path(init)
+    init_config = Config.from_dict(read_model_file(init_path)["config"]) if init_path is not None else None
     if config_file is not None:
         config = Config.load(config_file)
     elif resume and (out / "config.json").exists():
         config = Config.load(out / "config.json")  # the interrupted run's settings; --set still applies
-    elif preset is None and init_path is not None:
-        config = Config.from_dict(read_model_file(init_path)["config"])
+    elif preset is None and init_config is not None:
+        config = init_config
     elif (preset or "paper") in PRESETS:
         config = PRESETS[preset or "paper"]
     else:
         raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    if init_config is not None and config.model.backbone_weights is None:
+        # The model started from ImageNet weights froze its first stages; a fine-tune under another
+        # config keeps them frozen (the path only marks an ImageNet start: with --init it is not read).
+        config = replace(
+            config, model=replace(config.model, backbone_weights=init_config.model.backbone_weights)
+        )
     if backbone_weights is not None:
         overrides = [*overrides, f"model.backbone_weights={backbone_weights}"]
     if init_path is not None:
