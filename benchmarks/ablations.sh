@@ -26,6 +26,7 @@ declare -A SWITCHES=(
   [fpn_fc_hnas_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none"
   [fpn_fc_hnas2_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none --set model.box_hard_negative_iou=0.1"
   [fpn_fc_fg06_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none --set model.box_fg_iou=0.6"
+  [fpn_fc_cascade_l]="--set model.fpn=true --set model.head=fc --set model.repulsion=none --set model.cascade_ious=[0.6,0.7]"
   [fpn4_fc_hnas_l]="--set model.fpn=true --set model.fpn_finest_stride=4 --set model.head=fc --set model.repulsion=none"
   [fpn_fc_hnas_tnrl]="--set model.fpn=true --set model.head=fc --set model.repulsion=tnrl"
   [fpn_fc_hnas_repgt]="--set model.fpn=true --set model.head=fc --set model.repulsion=repgt"
