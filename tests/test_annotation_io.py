@@ -405,6 +405,8 @@ def test_cli_stats(tmp_path: Path) -> None:
     assert "in 1 of 2 images" in res.output  # a.png has 3 boxes and expects 3; b.png has 0 and expects 46
     assert "b.png" in res.output and "-46" in res.output
     assert "80.0" in res.output  # the largest box width
+    assert re.search(r"identical boxes.*│\s*0 \(0\) │", res.output)
+    assert re.search(r"IoU > 0.5.*│\s*0 │", res.output)
 
 
 def test_cli_taichung_split(tmp_path: Path) -> None:

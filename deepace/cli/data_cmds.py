@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from deepace.data.overlaps import identical_box_pairs, largest_pair_iou
 from deepace.data.records import AnnotationError, ImageRecord
 
 data_app = typer.Typer(
@@ -265,6 +266,13 @@ def stats(
         )
     missing = sum(not r.path.is_file() for r in records)
     summary.add_row("image files missing", str(missing))
+    identical = [identical_box_pairs(r.boxes) for r in records]
+    summary.add_row(
+        "images with two identical boxes (boxes repeated)",
+        f"{sum(n > 0 for n in identical)} ({sum(identical)})",
+    )
+    crowded = sum(largest_pair_iou(r.boxes) > 0.5 for r in records)
+    summary.add_row("images with two boxes at IoU > 0.5 (NMS 0.5 keeps one)", str(crowded))
     console.print(summary)
     console.print(_percentile_table(records))
     _print_agreement(records)
