@@ -15,10 +15,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_area, box_iou
 
 from deepace.data.coco import read_coco
 from deepace.data.predictions import read_predictions
+
+
+def misplaced_kind(box: torch.Tensor, truth: torch.Tensor) -> str:
+    """A box mostly (80%) inside one chromosome's box, e.g. on one arm of a bent one; over two or more
+    chromosomes (each at least 60% inside it); or neither."""
+    lt = torch.maximum(box[:2], truth[:, :2])
+    rb = torch.minimum(box[2:], truth[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    if int((inter / box_area(truth) >= 0.6).sum()) >= 2:
+        return "covering two or more chromosomes"
+    if float((inter / box_area(box[None])).max()) >= 0.8:
+        return "inside one chromosome's box (e.g. one arm)"
+    return "other"
 
 
 def main() -> None:
@@ -51,6 +64,7 @@ def main() -> None:
                 kinds["false: a second box on a found chromosome"] += 1
             elif best > args.touching_iou:
                 kinds["false: misplaced (IoU 0.1-0.5 with a chromosome; e.g. two merged)"] += 1
+                kinds[f"false: misplaced, {misplaced_kind(boxes[k], truth)}"] += 1
             else:
                 kinds["false: on background"] += 1
         for j in range(len(truth)):
