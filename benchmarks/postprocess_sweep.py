@@ -42,6 +42,25 @@ def suppress(boxes: np.ndarray, scores: np.ndarray, iou: float, sigma: float | N
     return b[order].numpy(), s[order].numpy()
 
 
+def drop_contained(boxes: np.ndarray, scores: np.ndarray, fraction: float, area_ratio: float):
+    """Drop a box when `fraction` of it lies inside a higher-scoring kept box over 1/area_ratio its size
+    (a box on one arm of a chromosome already found). Boxes come sorted by falling score."""
+    b = torch.from_numpy(boxes).reshape(-1, 4)
+    area = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    keep: list[int] = []
+    for j in range(len(b)):
+        kept = torch.tensor(keep, dtype=torch.long)
+        inter = (
+            (torch.minimum(b[kept, 2:], b[j, 2:]) - torch.maximum(b[kept, :2], b[j, :2]))
+            .clamp(min=0)
+            .prod(dim=1)
+        )
+        inside = (inter >= fraction * area[j]) & (area[j] < area_ratio * area[kept])
+        if not bool(inside.any()):
+            keep.append(j)
+    return boxes[keep], scores[keep]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
@@ -52,6 +71,14 @@ def main() -> None:
     parser.add_argument("--sigmas", type=str, nargs="+", default=["none", "0.5", "0.3", "0.15"])
     parser.add_argument("--rpn-proposals", type=int, default=None, help="proposals kept after the RPN")
     parser.add_argument("--rpn-nms", type=float, default=None, help="the RPN's NMS IoU (Soft-NMS after it)")
+    parser.add_argument(
+        "--contained",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("FRACTION", "AREA_RATIO"),
+        help="after suppression, drop boxes lying FRACTION inside a kept box over 1/AREA_RATIO their size",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     records = read_coco(args.coco)
@@ -80,6 +107,8 @@ def main() -> None:
             preds = []
             for p in raw:
                 boxes, scores = suppress(p.boxes, p.scores, iou, sigma, floor)
+                if args.contained is not None:
+                    boxes, scores = drop_contained(boxes, scores, *args.contained)
                 preds.append(type(p)(p.image, boxes, scores, p.score_threshold))
             threshold, _ = tune_score_threshold([p.scores for p in preds], expected)
             m = evaluate_records(records, preds, score_threshold=threshold, on_warning=lambda _m: None)
