@@ -1,8 +1,8 @@
 """Further Fast R-CNN stages after the first, as in Cascade R-CNN (Cai & Vasconcelos, CVPR 2018).
 
 Not in the paper. Our error analysis (BENCHMARKS.md, "Where the errors are") finds most false boxes
-straddling two touching chromosomes (IoU 0.1–0.5 with one) and most misses next to a neighbour whose box
-claimed them: scoring and localisation among overlapping chromosomes. Each further stage reads RoI
+overlapping a chromosome only partly (IoU 0.1–0.5: on one arm, or across two touching ones) and nearly
+every miss touching a neighbour: scoring and localisation among overlapping chromosomes. Each further stage reads RoI
 features at the previous stage's refined boxes, learns with a stricter foreground IoU (e.g. 0.6), so its
 score follows how well a box fits one chromosome, and refines the boxes again. At inference the stages'
 class logits are averaged and the last stage's boxes go through the first stage's post-processing
