@@ -4,10 +4,11 @@ Not in the paper. Our error analysis (BENCHMARKS.md, "Where the errors are") fin
 overlapping a chromosome only partly (IoU 0.1–0.5: on one arm, or across two touching ones) and nearly
 every miss touching a neighbour: scoring and localisation among overlapping chromosomes. Each further
 stage reads RoI features at the previous stage's refined boxes, learns with a stricter foreground IoU
-(e.g. 0.6), so its score follows how well a box fits one chromosome, and refines the boxes again. At inference the stages'
-class logits are averaged and the last stage's boxes go through the first stage's post-processing
-(NMS + Soft-NMS, §3.2) once. As in Detectron2's cascade, the further stages' losses reach the shared
-backbone scaled by 1 / (number of stages), so the extra heads do not multiply the backbone's learning rate.
+(e.g. 0.6), so its score follows how well a box fits one chromosome, and refines the boxes again. At
+inference the stages' class logits are averaged and the last stage's boxes go through the first stage's
+post-processing (NMS + Soft-NMS, §3.2) once. As in Detectron2's cascade, the further stages' losses reach
+the shared backbone scaled by 1 / (number of stages), so the extra heads do not multiply the backbone's
+learning rate.
 """
 
 from __future__ import annotations
