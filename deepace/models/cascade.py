@@ -65,29 +65,17 @@ class CascadeRoIHeads(DeepACERoIHeads):
             )
             for n, (iou, box_head, box_predictor) in enumerate(stages, start=2)
         )
-        self._first_stage_rois: list[Tensor] | None = None
-
-    def select_training_samples(self, proposals, targets):  # noqa: ANN001, ANN201 (torchvision's signature)
-        sampled = super().select_training_samples(proposals, targets)
-        self._first_stage_rois = sampled[0]
-        return sampled
 
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: ANN001, ANN201
         if not self.training:
             return self.cascade_detections(features, proposals, image_shapes), {}
-        captured: dict[str, Tensor] = {}
+        return super().forward(features, proposals, image_shapes, targets)
 
-        def keep_regression(_module, _inputs, outputs) -> None:  # noqa: ANN001
-            captured["box_regression"] = outputs[1]
-
-        handle = self.box_predictor.register_forward_hook(keep_regression)
-        try:
-            _, losses = super().forward(features, proposals, image_shapes, targets)
-        finally:
-            handle.remove()
-        assert self._first_stage_rois is not None
-        boxes = refine(self, captured["box_regression"], self._first_stage_rois, image_shapes)
-        self._first_stage_rois = None
+    def sampled_losses(self, features, image_shapes, targets, box_regression: Tensor) -> dict[str, Tensor]:  # noqa: ANN001
+        """The first stage's losses, then each further stage's on the previous stage's refined boxes."""
+        losses = super().sampled_losses(features, image_shapes, targets, box_regression)
+        assert self._sampled is not None
+        boxes = refine(self, box_regression, self._sampled[0], image_shapes)
         for n, stage in enumerate(self.stages, start=2):
             rois, _, labels, regression_targets = stage.select_training_samples(boxes, targets)
             class_logits, box_regression = predict(
@@ -99,7 +87,7 @@ class CascadeRoIHeads(DeepACERoIHeads):
             losses[f"loss_classifier_stage{n}"] = loss_classifier
             losses[f"loss_box_reg_stage{n}"] = loss_box_reg
             boxes = refine(stage, box_regression, rois, image_shapes)
-        return [], losses
+        return losses
 
     def cascade_detections(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]

@@ -74,10 +74,17 @@ class DeepACERoIHeads(RoIHeads):
             result, losses = super().forward(features, proposals, image_shapes, targets)
         finally:
             handle.remove()
-        if self.training and self.repulsion != "none":
-            losses["loss_repulsion"] = self.repulsion_weight * self.repulsion_loss(captured["box_regression"])
+        if self.training:
+            losses |= self.sampled_losses(features, image_shapes, targets, captured["box_regression"])
         self._sampled = None
         return result, losses
+
+    def sampled_losses(self, features, image_shapes, targets, box_regression: Tensor) -> dict[str, Tensor]:  # noqa: ANN001
+        """Losses beyond torchvision's, from this step's sampled RoIs (`self._sampled`) and the head's box
+        regression for them: the repulsion term (§2.3)."""
+        if self.repulsion == "none":
+            return {}
+        return {"loss_repulsion": self.repulsion_weight * self.repulsion_loss(box_regression)}
 
     def repulsion_loss(self, box_regression: Tensor) -> Tensor:
         """Mean repulsion over the positive proposals |P+| (eq. 2 / eq. 3); proposals with no second
