@@ -16,24 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou, nms
+from postprocess_sweep import suppress  # this folder's sweep: the same NMS + Soft-NMS
+from torchvision.ops import box_iou
 
 from deepace.data.coco import read_coco
 from deepace.data.predictions import ImagePrediction
 from deepace.metrics import evaluate_records
-from deepace.models.soft_nms import soft_nms
 
 
 def oracle_prediction(boxes: np.ndarray, iou: float, sigma: float | None, rng: np.random.Generator) -> tuple:
-    b = torch.from_numpy(boxes).float().reshape(-1, 4)
-    s = torch.from_numpy(rng.uniform(0.5, 1.0, len(b))).float()
-    if iou < 1.0:
-        keep = nms(b, s, iou)
-        b, s = b[keep], s[keep]
-    if sigma is not None:
-        kept, s = soft_nms(b, s, "gaussian", iou, sigma, score_threshold=0.05)
-        b = b[kept]
-    return b.numpy(), s.numpy()
+    """The ground-truth boxes with random scores, through the heads' suppression (NMS at 1.0 keeps all)."""
+    scores = rng.uniform(0.5, 1.0, len(boxes)).astype(np.float32)
+    return suppress(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), scores, iou, sigma, floor=0.05)
 
 
 def main() -> None:
