@@ -15,21 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_area, box_iou
+from torchvision.ops import box_iou
 
 from deepace.data.coco import read_coco
 from deepace.data.predictions import read_predictions
+from deepace.metrics.detection import box_area, box_intersection
 
 
 def misplaced_kind(box: torch.Tensor, truth: torch.Tensor) -> str:
     """A box mostly (80%) inside one chromosome's box, e.g. on one arm of a bent one; over two or more
     chromosomes (each at least 60% inside it); or neither."""
-    lt = torch.maximum(box[:2], truth[:, :2])
-    rb = torch.minimum(box[2:], truth[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    if int((inter / box_area(truth) >= 0.6).sum()) >= 2:
+    inter = box_intersection(box.numpy(), truth.numpy())[0]
+    if int((inter / box_area(truth.numpy()) >= 0.6).sum()) >= 2:
         return "covering two or more chromosomes"
-    if float((inter / box_area(box[None])).max()) >= 0.8:
+    if float((inter / box_area(box.numpy())).max()) >= 0.8:
         return "inside one chromosome's box (e.g. one arm)"
     return "other"
 

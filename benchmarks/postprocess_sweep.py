@@ -21,6 +21,7 @@ from deepace.data.coco import read_coco
 from deepace.engine import predict_records
 from deepace.inference import Detector
 from deepace.metrics import evaluate_records, expected_counts
+from deepace.metrics.detection import box_area, box_intersection
 from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.soft_nms import soft_nms
 
@@ -45,17 +46,10 @@ def suppress(boxes: np.ndarray, scores: np.ndarray, iou: float, sigma: float | N
 def drop_contained(boxes: np.ndarray, scores: np.ndarray, fraction: float, area_ratio: float):
     """Drop a box when `fraction` of it lies inside a higher-scoring kept box over 1/area_ratio its size
     (a box on one arm of a chromosome already found). Boxes come sorted by falling score."""
-    b = torch.from_numpy(boxes).reshape(-1, 4)
-    area = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
+    inter, area = box_intersection(boxes, boxes), box_area(boxes)
     keep: list[int] = []
-    for j in range(len(b)):
-        kept = torch.tensor(keep, dtype=torch.long)
-        inter = (
-            (torch.minimum(b[kept, 2:], b[j, 2:]) - torch.maximum(b[kept, :2], b[j, :2]))
-            .clamp(min=0)
-            .prod(dim=1)
-        )
-        inside = (inter >= fraction * area[j]) & (area[j] < area_ratio * area[kept])
+    for j in range(len(area)):
+        inside = (inter[keep, j] >= fraction * area[j]) & (area[j] < area_ratio * area[keep])
         if not bool(inside.any()):
             keep.append(j)
     return boxes[keep], scores[keep]

@@ -16,3 +16,11 @@ def test_largest_pair_iou_ignores_each_box_with_itself() -> None:
     crossing = np.array([[0.0, 0.0, 10.0, 10.0], [0.0, 5.0, 10.0, 15.0], [50.0, 50.0, 60.0, 60.0]])
     assert largest_pair_iou(crossing) == 50 / 150
     assert largest_pair_iou(crossing[:1]) == 0.0
+
+
+def test_box_intersection_is_the_shared_area_of_each_pair() -> None:
+    from deepace.metrics.detection import box_intersection
+
+    a = np.array([[0.0, 0.0, 10.0, 10.0]])
+    b = np.array([[5.0, 5.0, 15.0, 15.0], [20.0, 20.0, 30.0, 30.0], [2.0, 2.0, 4.0, 4.0]])
+    assert box_intersection(a, b).tolist() == [[25.0, 0.0, 4.0]]
