@@ -80,3 +80,32 @@ def test_split_edge_fractions() -> None:
         with pytest.raises(ValueError, match="val_fraction"):
             split_records(records, val_fraction=bad)
     assert split_records([], val_fraction=0.1) == ([], [])
+
+
+def test_split_does_not_depend_on_how_the_data_folder_is_spelled() -> None:
+    from deepace.data.splits import split_records as split
+
+    def spelled(root: str) -> list[ImageRecord]:
+        return [
+            ImageRecord(Path(root) / "images" / r.path.name, expected_count=r.expected_count)
+            for r in _records()
+        ]
+
+    vals = [
+        _names(split(spelled(root), val_fraction=0.1)[1])
+        for root in ("../shared/data", "/work/shared/data", "d")
+    ]
+    assert vals[0] == vals[1] == vals[2]
+
+
+def test_split_by_list_reproduces_a_recorded_split() -> None:
+    from deepace.data.splits import split_by_list
+
+    records = [ImageRecord(Path(f"/x/data/slide{i % 3}/img{i}.tif")) for i in range(9)]
+    train, val = split_by_list(records, ["slide1/img1.tif", "slide1/img4.tif", ""])
+    assert _names(val) == ["img1.tif", "img4.tif"]
+    assert len(train) == 7 and set(_names(train)).isdisjoint(_names(val))
+    with pytest.raises(ValueError, match="matches 0 images"):
+        split_by_list(records, ["slide1/img2.tif"])
+    with pytest.raises(ValueError, match="matches 0 images"):
+        split_by_list(records, ["mg1.tif"])  # a suffix of a name is no match

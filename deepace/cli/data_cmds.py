@@ -158,6 +158,23 @@ def convert(
     _report_failures(errors)
 
 
+VAL_LIST_HELP = (
+    "Text file naming the validation images, one path relative to the data folder per line (e.g. "
+    "benchmarks/splits/taichung_val.txt): reproduces a recorded split instead of drawing one."
+)
+
+
+def _split(records: list, val_fraction: float, seed: int, group, val_list: Path | None):  # noqa: ANN001, ANN202
+    from deepace.data.splits import split_by_list, split_records
+
+    if val_list is None:
+        return split_records(records, val_fraction=val_fraction, seed=seed, group=group)
+    try:
+        return split_by_list(records, val_list.read_text().splitlines())
+    except (OSError, ValueError) as e:
+        raise AnnotationError(f"{val_list}: {e}") from None
+
+
 def _write_split(train: list, val: list, out: Path, categories: list[str] | None = None) -> None:
     """Write OUT/train.json and OUT/val.json and show the chromosome counts on each side."""
     from deepace.data.coco import write_coco
@@ -175,14 +192,14 @@ def taichung(
     out: Path = typer.Option(..., "--out", help="Folder for train.json and val.json."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99),
     seed: int = typer.Option(0, "--seed"),
+    val_list: Path | None = typer.Option(None, "--val-list", help=VAL_LIST_HELP),
 ) -> None:
     """Split the Taichung set (stratified by chromosome count) into COCO train.json and val.json."""
-    from deepace.data.splits import split_records
     from deepace.data.taichung import TAICHUNG_CLASSES, read_taichung
 
     try:
         records = read_taichung(root)
-        train, val = split_records(records, val_fraction=val_fraction, seed=seed)
+        train, val = _split(records, val_fraction, seed, None, val_list)
         _write_split(train, val, out, categories=TAICHUNG_CLASSES)
     except AnnotationError as e:
         raise _fatal(e) from None
@@ -197,15 +214,16 @@ def split(
     group_by: GroupBy = typer.Option(
         GroupBy.none, "--group-by", help="'parent': all images of one folder (e.g. slide) on one side."
     ),
+    val_list: Path | None = typer.Option(None, "--val-list", help=VAL_LIST_HELP),
 ) -> None:
     """Split a COCO json into train.json and val.json, stratified by expected count."""
     from deepace.data.coco import read_coco
-    from deepace.data.splits import parent_group, split_records
+    from deepace.data.splits import parent_group
 
     try:
         records = read_coco(coco, check_images=False)
         group = parent_group if group_by is GroupBy.parent else None
-        train, val = split_records(records, val_fraction=val_fraction, seed=seed, group=group)
+        train, val = _split(records, val_fraction, seed, group, val_list)
         _write_split(train, val, out)
     except AnnotationError as e:
         raise _fatal(e) from None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
 
 from deepace.data.records import ImageRecord
 
@@ -70,10 +72,11 @@ def split_records(
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
     ordered = sorted(records, key=lambda r: str(r.path))
     stratum_of = _stratum_fn(stratify)
+    relative = _relative_paths(ordered)
 
     units: dict[str, list[ImageRecord]] = defaultdict(list)
-    for r in ordered:
-        key = repr(group(r)) if group is not None else str(r.path)
+    for r, rel in zip(ordered, relative, strict=True):
+        key = repr(group(r)) if group is not None else rel
         units[key].append(r)
 
     by_stratum: dict[str, list[str]] = defaultdict(list)
@@ -98,4 +101,35 @@ def split_records(
 
     train = [r for k, members in units.items() if k not in val_keys for r in members]
     val = [r for k, members in units.items() if k in val_keys for r in members]
+    return sorted(train, key=lambda r: str(r.path)), sorted(val, key=lambda r: str(r.path))
+
+
+def _relative_paths(records: Sequence[ImageRecord]) -> list[str]:
+    """Each path relative to the records' common folder, '/'-separated: the split must not depend on how
+    the data folder was spelled (`../shared/data` or `/work/shared/data`) or where it lies."""
+    if not records:
+        return []
+    absolute = [os.path.abspath(r.path) for r in records]
+    root = os.path.commonpath(absolute) if len(absolute) > 1 else os.path.dirname(absolute[0])
+    if root in absolute:  # one file only, or a path that is also a folder prefix
+        root = os.path.dirname(root)
+    return [os.path.relpath(p, root).replace(os.sep, "/") for p in absolute]
+
+
+def split_by_list(
+    records: Sequence[ImageRecord], val_list: Sequence[str]
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(train, val) with val the records named in `val_list`: paths relative to the data folder, e.g.
+    'images/104062.jpg' (a recorded split such as benchmarks/splits/taichung_val.txt). An entry matches the
+    record whose path ends with it; an entry matching no record, or several, is an error."""
+    entries = [e.strip().replace("\\", "/") for e in val_list if e.strip()]
+    paths = {id(r): Path(r.path).as_posix() for r in records}
+    val_ids: set[int] = set()
+    for entry in entries:
+        hits = [r for r in records if paths[id(r)] == entry or paths[id(r)].endswith("/" + entry)]
+        if len(hits) != 1:
+            raise ValueError(f"validation list entry {entry!r} matches {len(hits)} images, not one")
+        val_ids.add(id(hits[0]))
+    train = [r for r in records if id(r) not in val_ids]
+    val = [r for r in records if id(r) in val_ids]
     return sorted(train, key=lambda r: str(r.path)), sorted(val, key=lambda r: str(r.path))
