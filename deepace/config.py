@@ -50,6 +50,11 @@ class ModelConfig:
     box_nms_iou: float = 0.5
     box_soft_nms: str | None = "gaussian"  # §3.2: NMS then Soft-NMS after Fast R-CNN
     box_soft_nms_sigma: float = 0.5
+    # Learned overlap rescoring instead of NMS + Soft-NMS at inference (not in the paper; rescorer.py);
+    # its candidates are the heads' boxes after an NMS at rescorer_candidate_iou. Trained after the
+    # detector by `deepace train-rescorer`.
+    rescorer: bool = False
+    rescorer_candidate_iou: float = 0.8
     box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
     detections_per_img: int = 150
     # Pre-processing (§3.2)

@@ -156,7 +156,52 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
     return thresholds
 
 
+def train_rescorer_command(
+    model_file: Path = typer.Argument(..., help="A trained model file or checkpoint, or 'shipped'."),
+    train: list[Path] = typer.Option(..., "--train", help="COCO file(s) of training images (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the model with its rescorer."),
+    flips: bool = typer.Option(False, "--flips", help="Also learn from each image's three flips (4x time)."),
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    candidate_iou: float = typer.Option(0.8, "--candidate-iou", help="NMS IoU that merges near-copies."),
+    calibrate_on: list[Path] = typer.Option(
+        [], "--calibrate-on", help="COCO file(s) of validation images: tune one counting threshold per stain."
+    ),
+    cache: Path | None = typer.Option(None, "--cache", help="Save (or reuse) the labelled candidates here."),
+    half: bool = typer.Option(True, "--half/--float", help="Store weights as float16."),
+) -> None:
+    """Learn which overlapping detections are separate chromosomes (learned overlap rescoring, replacing the
+    heads' NMS + Soft-NMS at inference); the detector itself is not changed."""
+    import torch
+
+    from deepace.inference import Detector, save_model
+    from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
+
+    base = Detector.load(_init_path(model_file.as_posix()))
+    detector = detector_with_rescorer(base, candidate_iou)
+    if cache is not None and cache.exists():
+        samples = torch.load(cache, weights_only=False)
+    else:
+        samples = collect_candidates(detector, _read_records(train), flips=flips)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(samples, cache)
+    result = fit_rescorer(detector.model.roi_heads.rescorer, samples, epochs=epochs)
+    typer.echo(
+        f"rescorer: {result['samples']:.0f} candidates ({100 * result['positives']:.1f}% chromosomes), "
+        f"training loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%"
+    )
+    stain_thresholds = dict(detector.stain_thresholds)
+    meta = {"base_model": str(model_file), "rescorer": {**result, "train": [str(p) for p in train]}}
+    if calibrate_on:
+        stain_thresholds = calibrate_stain_thresholds(detector, _read_records(calibrate_on))
+        meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
+    threshold = stain_thresholds.get("brightfield", detector.score_threshold)
+    save_model(out, detector.model, detector.config, threshold, meta, half, stain_thresholds)
+    typer.echo(f"wrote {out} (threshold {threshold:.3f}, per stain {stain_thresholds or '-'})")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("train-rescorer")(train_rescorer_command)
     app.command("export")(export_command)
     app.command("train")(train_command)
     app.command("predict")(predict_command)

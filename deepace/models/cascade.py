@@ -18,9 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
-from torchvision.ops import clip_boxes_to_image
 
-from deepace.models.roi_heads import DeepACERoIHeads
+from deepace.models.roi_heads import DeepACERoIHeads, predict, refine
+
+__all__ = ["CascadeRoIHeads", "predict", "refine", "stage_reg_weights"]
 
 # Cascade R-CNN's regression normalisation per stage: 10/5, then 20/10, 30/15 (later stages' deltas are
 # smaller, so they are scaled up to keep the regression loss in range).
@@ -67,7 +68,7 @@ class CascadeRoIHeads(DeepACERoIHeads):
         )
 
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: ANN001, ANN201
-        if not self.training:
+        if not self.training and self.rescorer is None:
             return self.cascade_detections(features, proposals, image_shapes), {}
         return super().forward(features, proposals, image_shapes, targets)
 
@@ -89,14 +90,21 @@ class CascadeRoIHeads(DeepACERoIHeads):
             boxes = refine(stage, box_regression, rois, image_shapes)
         return losses
 
-    def cascade_detections(
+    def stage_outputs(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Each image's boxes as the last stage leaves them, and every stage's class logits."""
         boxes, stage_logits = proposals, []
         for heads in (self, *self.stages):
             class_logits, box_regression = predict(heads, features, boxes, image_shapes)
             stage_logits.append(class_logits)
             boxes = refine(heads, box_regression, boxes, image_shapes)
+        return boxes, stage_logits
+
+    def cascade_detections(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        boxes, stage_logits = self.stage_outputs(features, proposals, image_shapes)
         class_logits = torch.stack(stage_logits).mean(dim=0)
         # The boxes are final already: a zero regression decodes each box to itself.
         no_regression = class_logits.new_zeros(len(class_logits), 4 * class_logits.shape[1])
@@ -107,30 +115,3 @@ class CascadeRoIHeads(DeepACERoIHeads):
             {"boxes": b, "scores": s, "labels": lab}
             for b, s, lab in zip(final_boxes, scores, labels, strict=True)
         ]
-
-
-def predict(
-    heads: RoIHeads,
-    features: dict[str, Tensor],
-    boxes: list[Tensor],
-    image_shapes: list[tuple[int, int]],
-    backbone_gradient: float = 1.0,
-) -> tuple[Tensor, Tensor]:
-    """One stage's class logits and box regression for `boxes`; the gradient its losses send back into
-    the shared features is scaled by `backbone_gradient` (the value is unchanged)."""
-    roi_features = heads.box_roi_pool(features, boxes, image_shapes)
-    if backbone_gradient != 1.0:
-        roi_features = roi_features * backbone_gradient + roi_features.detach() * (1.0 - backbone_gradient)
-    return heads.box_predictor(heads.box_head(roi_features))
-
-
-def refine(
-    heads: RoIHeads, box_regression: Tensor, boxes: list[Tensor], image_shapes: list[tuple[int, int]]
-) -> list[Tensor]:
-    """`boxes` moved by one stage's regression for the chromosome class (label 1), clipped to the image
-    and detached: the next stage learns from where these boxes are, not how they got there."""
-    decoded = heads.box_coder.decode(box_regression, boxes)[:, 1].detach()
-    return [
-        clip_boxes_to_image(b, shape)
-        for b, shape in zip(decoded.split([len(b) for b in boxes]), image_shapes, strict=True)
-    ]

@@ -16,6 +16,7 @@ from deepace.models.backbones import build_backbone
 from deepace.models.cascade import CascadeRoIHeads
 from deepace.models.heads import build_box_head
 from deepace.models.pyramid import SingleMap, TwoLevelPyramid
+from deepace.models.rescorer import OverlapRescorer
 from deepace.models.roi_heads import DeepACERoIHeads
 from deepace.models.rpn import DeepACERPN
 from deepace.models.transform import FixedScaleTransform
@@ -89,6 +90,8 @@ class DeepACE(GeneralizedRCNN):
             soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
             hard_negative_iou=config.box_hard_negative_iou,
+            rescorer=OverlapRescorer(1 + len(config.cascade_ious)) if config.rescorer else None,
+            candidate_iou=config.rescorer_candidate_iou,
             **cascade,
         )
         super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))

@@ -14,10 +14,11 @@ import torch
 from torch import Tensor
 from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.repulsion import RepulsionKind, repulsion_terms
+from deepace.models.rescorer import Candidates, OverlapRescorer, select_candidates
 from deepace.models.soft_nms import SoftNMSMethod, soft_nms
 
 
@@ -32,9 +33,14 @@ class DeepACERoIHeads(RoIHeads):
         soft_nms_iou: float = 0.5,
         soft_nms_sigma: float = 0.5,
         hard_negative_iou: float | None = None,
+        rescorer: OverlapRescorer | None = None,
+        candidate_iou: float = 0.8,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # With a rescorer, inference replaces NMS + Soft-NMS by learned overlap rescoring (rescorer.py).
+        self.rescorer = rescorer
+        self.candidate_iou = candidate_iou
         if hard_negative_iou is not None:
             # Proposals between the thresholds get torchvision's "ignore" label -1, which the HNAS sampler
             # reads as "hard negative"; select_training_samples turns them back into background (0).
@@ -64,6 +70,8 @@ class DeepACERoIHeads(RoIHeads):
         return proposals, matched_idxs, labels, regression_targets
 
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: ANN001, ANN201
+        if not self.training and self.rescorer is not None:
+            return self.rescored_detections(features, proposals, image_shapes), {}
         captured: dict[str, Tensor] = {}
 
         def keep_regression(_module, _inputs, outputs) -> None:  # noqa: ANN001
@@ -123,6 +131,44 @@ class DeepACERoIHeads(RoIHeads):
             return box_regression.sum() * 0.0
         return torch.cat(terms).sum() / max(n_positive, 1)
 
+    def stage_outputs(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Each image's refined boxes, and each head stage's class logits for them (images concatenated)."""
+        class_logits, box_regression = predict(self, features, proposals, image_shapes)
+        return refine(self, box_regression, proposals, image_shapes), [class_logits]
+
+    def candidates(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> list[Candidates]:
+        """Per image, the rescorer's candidates: boxes above the score floor after a loose NMS."""
+        boxes, stage_logits = self.stage_outputs(features, proposals, image_shapes)
+        per_stage = [logits.split([len(b) for b in boxes]) for logits in stage_logits]
+        return [
+            select_candidates(
+                b, [logits[i] for logits in per_stage], self.score_thresh, self.candidate_iou, 2 * len(b)
+            )
+            for i, b in enumerate(boxes)
+        ]
+
+    def rescored_detections(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        assert self.rescorer is not None
+        detections = []
+        for candidates in self.candidates(features, proposals, image_shapes):
+            probabilities = self.rescorer(candidates)
+            keep = torch.where(probabilities >= self.score_thresh)[0]
+            keep = keep[probabilities[keep].argsort(descending=True)][: self.detections_per_img]
+            detections.append(
+                {
+                    "boxes": candidates.boxes[keep],
+                    "scores": probabilities[keep],
+                    "labels": torch.ones(len(keep), dtype=torch.int64, device=keep.device),
+                }
+            )
+        return detections
+
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):  # noqa: ANN001, ANN201
         boxes, scores, labels = super().postprocess_detections(
             class_logits, box_regression, proposals, image_shapes
@@ -143,3 +189,30 @@ class DeepACERoIHeads(RoIHeads):
             out_scores.append(decayed)
             out_labels.append(lab[keep])
         return out_boxes, out_scores, out_labels
+
+
+def predict(
+    heads: RoIHeads,
+    features: dict[str, Tensor],
+    boxes: list[Tensor],
+    image_shapes: list[tuple[int, int]],
+    backbone_gradient: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """One stage's class logits and box regression for `boxes`; the gradient its losses send back into
+    the shared features is scaled by `backbone_gradient` (the value is unchanged)."""
+    roi_features = heads.box_roi_pool(features, boxes, image_shapes)
+    if backbone_gradient != 1.0:
+        roi_features = roi_features * backbone_gradient + roi_features.detach() * (1.0 - backbone_gradient)
+    return heads.box_predictor(heads.box_head(roi_features))
+
+
+def refine(
+    heads: RoIHeads, box_regression: Tensor, boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+) -> list[Tensor]:
+    """`boxes` moved by one stage's regression for the chromosome class (label 1), clipped to the image
+    and detached: the next stage learns from where these boxes are, not how they got there."""
+    decoded = heads.box_coder.decode(box_regression, boxes)[:, 1].detach()
+    return [
+        clip_boxes_to_image(b, shape)
+        for b, shape in zip(decoded.split([len(b) for b in boxes]), image_shapes, strict=True)
+    ]

@@ -1,0 +1,161 @@
+"""Learned overlap rescoring (not in the paper): which of several overlapping detections are separate
+chromosomes, and which are second boxes on a chromosome already found.
+
+Why (BENCHMARKS.md, "What suppression allows"): in 35.5% of G-band cells two chromosomes cross so that
+their boxes overlap at IoU > 0.5. The paper's NMS at 0.5 (§3.2) keeps one of the two, so even a perfect
+detector would count only 64.5% of those cells exactly; a looser NMS lets second boxes on one chromosome
+through instead, because a detector's score says how much a box looks like a chromosome, not whether a
+higher-scored box covers that chromosome already. Learned NMS (Hosang et al., CVPR 2017) answers the
+second question from the detections themselves; this is a small version of it that trains in a minute on
+a CPU: a multilayer perceptron over hand-made features of each candidate box and of its overlaps with the
+boxes accepted before it, applied greedily in falling detector score (as NMS is).
+
+The candidates are the detector's boxes after a loose NMS (`candidate_iou`, 0.8: a perfect detector keeps
+91% of G-band cells exact there) that only merges near-identical boxes. Training is teacher-forced: a
+candidate's "accepted before it" boxes are the higher-scored candidates that match a chromosome (the same
+greedy matching as AP at IoU 0.5); at inference they are the higher-scored candidates the rescorer kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_area, box_iou, nms, remove_small_boxes
+
+# A candidate counts as accepted (for the later candidates' features) when its rescored probability is at
+# least this; the counting threshold is calibrated separately on the rescored scores.
+ACCEPT_PROBABILITY = 0.5
+
+
+@dataclass
+class Candidates:
+    """One image's candidate detections, by falling detector score."""
+
+    boxes: Tensor  # (N, 4)
+    stage_scores: Tensor  # (N, S): each head stage's chromosome probability
+    scores: Tensor  # (N,): the detector's score (softmax of the stages' mean logits)
+
+
+def select_candidates(
+    boxes: Tensor,
+    stage_logits: Sequence[Tensor],
+    score_floor: float,
+    candidate_iou: float,
+    max_candidates: int,
+) -> Candidates:
+    """Boxes scoring at least `score_floor`, near-identical ones merged by NMS at `candidate_iou`, at most
+    `max_candidates`, by falling score. `stage_logits`: each stage's (N, 2) class logits for `boxes`."""
+    scores = torch.stack(list(stage_logits)).mean(dim=0).softmax(dim=-1)[:, 1]
+    stage_scores = torch.stack([logits.softmax(dim=-1)[:, 1] for logits in stage_logits], dim=1)
+    keep = torch.where(scores >= score_floor)[0]
+    keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
+    keep = keep[nms(boxes[keep], scores[keep], candidate_iou)][:max_candidates]
+    return Candidates(boxes[keep], stage_scores[keep], scores[keep])
+
+
+def pair_geometry(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(IoU, share of row box covered by column box, share of column box covered by row box), each N×N."""
+    area = box_area(boxes).clamp(min=1e-6)
+    lt = torch.max(boxes[:, None, :2], boxes[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    return box_iou(boxes, boxes), inter / area[:, None], inter / area[None, :]
+
+
+def higher_scored(n: int, device: torch.device | None = None) -> Tensor:
+    """N×N bool: [i, j] is True when candidate j comes before candidate i."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
+
+
+def box_features(candidates: Candidates, geometry: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """The features that do not depend on which candidates were accepted: per box, the detector's and the
+    stages' scores, size and elongation relative to the cell's confident boxes; and the overlaps with every
+    higher-scored candidate (`overlap_features`)."""
+    boxes, scores = candidates.boxes, candidates.scores
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-3)
+    side = wh.prod(dim=1).sqrt()
+    confident = scores >= 0.5
+    reference = side[confident].median() if bool(confident.any()) else side.median()
+    return torch.cat(
+        [
+            scores[:, None],
+            candidates.stage_scores,
+            torch.log(wh / reference),
+            torch.log(wh.max(dim=1).values / wh.min(dim=1).values)[:, None],
+            overlap_features(higher_scored(len(boxes), boxes.device), geometry, scores),
+        ],
+        dim=1,
+    )
+
+
+def overlap_features(mask: Tensor, geometry: tuple[Tensor, Tensor, Tensor], scores: Tensor) -> Tensor:
+    """Against the candidates in each row's `mask`: the largest and second-largest IoU, the largest share
+    of this box inside one of them and of one of them inside this box, the score of the one with the
+    largest IoU, and how many overlap at IoU > 0.3 and > 0.5. `geometry` holds the rows' (R×N) matrices."""
+    ious, covered, covering = (torch.where(mask, m, torch.zeros_like(m)) for m in geometry)
+    top = ious.topk(min(2, ious.shape[1]), dim=1)
+    best_iou, best = top.values[:, 0], top.indices[:, 0]
+    second_iou = top.values[:, -1] if ious.shape[1] > 1 else torch.zeros_like(best_iou)
+    return torch.stack(
+        [
+            best_iou,
+            second_iou,
+            covered.max(dim=1).values,
+            covering.max(dim=1).values,
+            torch.where(best_iou > 0, scores[best], torch.zeros_like(best_iou)),
+            (ious > 0.3).sum(dim=1).float(),
+            (ious > 0.5).sum(dim=1).float(),
+        ],
+        dim=1,
+    )
+
+
+def relation_features(candidates: Candidates, accepted: Tensor) -> Tensor:
+    """Every candidate's features (rows) when candidate j counts as accepted for candidate i where
+    `accepted[i, j]` (N×N bool; only higher-scored j are read). Training passes the teacher's answers."""
+    geometry = pair_geometry(candidates.boxes)
+    mask = accepted & higher_scored(len(candidates.boxes), candidates.boxes.device)
+    return torch.cat(
+        [box_features(candidates, geometry), overlap_features(mask, geometry, candidates.scores)], dim=1
+    )
+
+
+def feature_count(num_stages: int) -> int:
+    return 1 + num_stages + 2 + 1 + 2 * 7
+
+
+class OverlapRescorer(nn.Module):
+    """The perceptron and its input normalisation (set from the training features by `fit_rescorer`)."""
+
+    def __init__(self, num_stages: int, hidden: int = 64) -> None:
+        super().__init__()
+        n_in = feature_count(num_stages)
+        self.register_buffer("feature_mean", torch.zeros(n_in))
+        self.register_buffer("feature_std", torch.ones(n_in))
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+
+    def logits(self, features: Tensor) -> Tensor:
+        return self.net((features - self.feature_mean) / self.feature_std).squeeze(-1)
+
+    @torch.no_grad()
+    def forward(self, candidates: Candidates) -> Tensor:
+        """Each candidate's probability of being a chromosome not found by a higher-scored one, decided
+        greedily in candidate order: each decision enters the later candidates' features."""
+        n = len(candidates.boxes)
+        probabilities = candidates.scores.new_zeros(n)
+        if n == 0:
+            return probabilities
+        geometry = pair_geometry(candidates.boxes)
+        fixed = box_features(candidates, geometry)
+        accepted = torch.zeros(1, n, dtype=torch.bool, device=candidates.boxes.device)
+        for i in range(n):
+            rows = tuple(m[i : i + 1] for m in geometry)
+            row = torch.cat([fixed[i : i + 1], overlap_features(accepted, rows, candidates.scores)], dim=1)
+            probabilities[i] = torch.sigmoid(self.logits(row))[0]
+            accepted[0, i] = bool(probabilities[i] >= ACCEPT_PROBABILITY)
+        return probabilities

@@ -1,0 +1,158 @@
+"""Training the learned overlap rescorer (deepace/models/rescorer.py) on a trained detector's candidates.
+
+The detector is frozen: it runs once over the training images (optionally flipped as well), each image's
+candidates are labelled by which first claims each chromosome (the one it overlaps most, at IoU >= 0.5)
+in falling score, and the perceptron learns those labels from teacher-forced features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+from tqdm import tqdm
+
+from deepace.data.records import ImageRecord
+from deepace.inference import Detector
+from deepace.models.rescorer import Candidates, OverlapRescorer, relation_features
+
+
+@dataclass
+class LabelledCandidates:
+    """One (possibly flipped) training image's candidates, in its own pixels, and which are chromosomes."""
+
+    candidates: Candidates
+    labels: Tensor  # (N,) bool
+
+
+def match_labels(boxes: Tensor, gt_boxes: Tensor, iou_threshold: float = 0.5) -> Tensor:
+    """True for each box (in falling score) that is the first to claim its chromosome: the one it overlaps
+    most, at IoU >= `iou_threshold`. Unlike AP's matching, a second box on a claimed chromosome does not
+    fall through to a crossing neighbour it also overlaps: it is what the rescorer must learn to drop."""
+    labels = torch.zeros(len(boxes), dtype=torch.bool)
+    if len(boxes) == 0 or len(gt_boxes) == 0:
+        return labels
+    best_iou, best = box_iou(boxes, gt_boxes).max(dim=1)
+    claimed: set[int] = set()
+    for i in range(len(boxes)):
+        if float(best_iou[i]) >= iou_threshold and int(best[i]) not in claimed:
+            labels[i] = True
+            claimed.add(int(best[i]))
+    return labels
+
+
+def detector_with_rescorer(detector: Detector, candidate_iou: float = 0.8) -> Detector:
+    """The same trained detector (weights shared) with an untrained rescorer in its heads."""
+    model_config = replace(detector.config.model, rescorer=True, rescorer_candidate_iou=candidate_iou)
+    config = replace(detector.config, model=model_config)
+    heads = detector.model.roi_heads
+    heads.rescorer = OverlapRescorer(1 + len(model_config.cascade_ious))
+    heads.candidate_iou = candidate_iou
+    detector.model.config = model_config
+    return Detector(detector.model, config, detector.score_threshold, None, detector.stain_thresholds)
+
+
+@torch.no_grad()
+def image_candidates(detector: Detector, gray: np.ndarray, stain: str) -> Candidates:
+    """The candidates the detector's heads give the rescorer for one image, in the image's pixels."""
+    from deepace.data.images import rescale_gray
+    from deepace.models.transform import gray_to_tensor
+
+    model = detector.model.eval()
+    seen = rescale_gray(gray, detector.config.model.stain_scale(stain))
+    images, _ = model.transform([gray_to_tensor(seen)])
+    features = model.backbone(images.tensors)
+    proposals, _ = model.rpn(images, features)
+    candidates = model.roi_heads.candidates(features, proposals, images.image_sizes)[0]
+    net_h, net_w = images.image_sizes[0]
+    to_image = torch.tensor([gray.shape[1] / net_w, gray.shape[0] / net_h] * 2)
+    return replace(candidates, boxes=candidates.boxes * to_image)
+
+
+def flipped_boxes(boxes: np.ndarray, width: int, height: int, horizontal: bool, vertical: bool) -> np.ndarray:
+    out = boxes.copy()
+    if horizontal:
+        out[:, [0, 2]] = width - boxes[:, [2, 0]]
+    if vertical:
+        out[:, [1, 3]] = height - boxes[:, [3, 1]]
+    return out
+
+
+def collect_candidates(
+    detector: Detector, records: list[ImageRecord], flips: bool = False, progress: bool = True
+) -> list[LabelledCandidates]:
+    """Labelled candidates of every record (and, with `flips`, of its horizontal, vertical and double flip:
+    the detector's candidates differ on a flipped image, so each flip is more training data)."""
+    views = [(False, False), (True, False), (False, True), (True, True)] if flips else [(False, False)]
+    out = []
+    for record in tqdm(records, desc="candidates", unit="img", disable=not progress):
+        gray, stain = detector.prepare_with_stain(record.path)
+        height, width = gray.shape
+        for horizontal, vertical in views:
+            view = gray[:, ::-1] if horizontal else gray
+            view = np.ascontiguousarray(view[::-1] if vertical else view)
+            candidates = image_candidates(detector, view, stain)
+            truth = flipped_boxes(record.boxes, width, height, horizontal, vertical)
+            labels = match_labels(candidates.boxes, torch.from_numpy(truth))
+            out.append(LabelledCandidates(candidates, labels))
+    return out
+
+
+def training_features(samples: list[LabelledCandidates]) -> tuple[Tensor, Tensor]:
+    """Teacher-forced features (the accepted boxes are the higher-scored true ones) and labels."""
+    features, labels = [], []
+    for sample in samples:
+        n = len(sample.labels)
+        if n == 0:
+            continue
+        features.append(relation_features(sample.candidates, sample.labels[None, :].expand(n, n)))
+        labels.append(sample.labels.float())
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit_rescorer(
+    rescorer: OverlapRescorer,
+    samples: list[LabelledCandidates],
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 1024,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Set the rescorer's normalisation from the samples' features and train it (Adam, cross-entropy,
+    learning rate cosine-decayed to 0). Returns the final training loss and accuracy."""
+    features, labels = training_features(samples)
+    rescorer.feature_mean.copy_(features.mean(dim=0))
+    rescorer.feature_std.copy_(features.std(dim=0).clamp(min=1e-6))
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    for layer in rescorer.net:
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    optimizer = torch.optim.Adam(rescorer.parameters(), lr=lr)
+    steps_per_epoch = math.ceil(len(labels) / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    rescorer.train()
+    for _epoch in tqdm(range(epochs), desc="rescorer", unit="epoch", disable=not progress):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(labels), batch_size):
+            batch = order[start : start + batch_size]
+            loss = loss_fn(rescorer.logits(features[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    rescorer.eval()
+    with torch.no_grad():
+        logits = rescorer.logits(features)
+        return {
+            "samples": float(len(labels)),
+            "positives": float(labels.mean()),
+            "loss": float(loss_fn(logits, labels)),
+            "accuracy": float(((logits > 0).float() == labels).float().mean()),
+        }
