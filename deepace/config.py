@@ -55,6 +55,8 @@ class ModelConfig:
     # detector by `deepace train-rescorer`.
     rescorer: bool = False
     rescorer_candidate_iou: float = 0.8
+    rescorer_score_floor: float = 0.01  # candidates scoring below this are dropped before rescoring
+    rescorer_appearance: bool = True  # also compare overlapping boxes' RoI features (cosine similarity)
     box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
     detections_per_img: int = 150
     # Pre-processing (§3.2)

@@ -8,6 +8,7 @@ in falling score, and the perceptron learns those labels from teacher-forced fea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,15 +46,21 @@ def match_labels(boxes: Tensor, gt_boxes: Tensor, iou_threshold: float = 0.5) ->
     return labels
 
 
-def detector_with_rescorer(detector: Detector, candidate_iou: float = 0.8) -> Detector:
-    """The same trained detector (weights shared) with an untrained rescorer in its heads."""
-    model_config = replace(detector.config.model, rescorer=True, rescorer_candidate_iou=candidate_iou)
-    config = replace(detector.config, model=model_config)
-    heads = detector.model.roi_heads
-    heads.rescorer = OverlapRescorer(1 + len(model_config.cascade_ious))
-    heads.candidate_iou = candidate_iou
-    detector.model.config = model_config
-    return Detector(detector.model, config, detector.score_threshold, None, detector.stain_thresholds)
+def detector_with_rescorer(detector: Detector, overrides: Sequence[str] = ()) -> Detector:
+    """The same trained detector with an untrained rescorer in its heads; `overrides` (`model.KEY=VALUE`)
+    may change what does not touch the weights, e.g. model.rescorer_candidate_iou or the number of
+    proposals (model.rpn_post_nms_top_n_test)."""
+    from deepace.config import with_overrides
+    from deepace.models.detector import build_detector
+
+    config = with_overrides(detector.config, ["model.rescorer=true", *overrides])
+    model = build_detector(config.model, load_backbone_weights=False)
+    missing, unexpected = model.load_state_dict(detector.model.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("roi_heads.rescorer.") for key in missing):
+        raise ValueError(
+            f"{overrides} change the detector's weights: missing {missing}, unexpected {unexpected}"
+        )
+    return Detector(model, config, detector.score_threshold, None, detector.stain_thresholds)
 
 
 @torch.no_grad()

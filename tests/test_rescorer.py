@@ -155,3 +155,15 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     assert len(torch.load(cache, weights_only=False)) == 3 * 4  # each image and its three flips
     counted = Counter(out).count_image(records[0].path)
     assert counted.error is None and bool((counted.scores[:-1] >= counted.scores[1:]).all())
+
+
+def test_appearance_compares_a_box_with_its_most_overlapping_neighbour() -> None:
+    c = candidates([CHROMOSOME_A, SECOND_BOX_ON_A, CHROMOSOME_B], [0.9, 0.8, 0.7])
+    c.embeddings = torch.tensor([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0]])  # the copy looks like A, B does not
+    features = relation_features(c, torch.zeros(3, 3, dtype=torch.bool))
+    per_box = 1 + 1 + 2 + 1
+    similarity_to_higher = features[:, per_box + 7]
+    assert similarity_to_higher[0] == 0.0  # no higher-scored neighbour
+    assert similarity_to_higher[1] > 0.99  # the second box on A, against A
+    assert abs(float(similarity_to_higher[2])) < 0.06  # B's best-overlapping higher box is the copy of A
+    assert features.shape[1] == 5 + 2 * 8 and features[:, -1].abs().sum() == 0  # nothing accepted yet

@@ -162,7 +162,9 @@ def train_rescorer_command(
     out: Path = typer.Option(..., "--out", help="Where to write the model with its rescorer."),
     flips: bool = typer.Option(False, "--flips", help="Also learn from each image's three flips (4x time)."),
     epochs: int = typer.Option(30, "--epochs", min=1),
-    candidate_iou: float = typer.Option(0.8, "--candidate-iou", help="NMS IoU that merges near-copies."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Inference settings, e.g. --set model.rpn_post_nms_top_n_test=400."
+    ),
     calibrate_on: list[Path] = typer.Option(
         [], "--calibrate-on", help="COCO file(s) of validation images: tune one counting threshold per stain."
     ),
@@ -177,7 +179,7 @@ def train_rescorer_command(
     from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
-    detector = detector_with_rescorer(base, candidate_iou)
+    detector = detector_with_rescorer(base, overrides)
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:

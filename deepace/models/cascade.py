@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
-from deepace.models.roi_heads import DeepACERoIHeads, predict, refine
+from deepace.models.roi_heads import DeepACERoIHeads, predict, refine, roi_features
 
 __all__ = ["CascadeRoIHeads", "predict", "refine", "stage_reg_weights"]
 
@@ -92,19 +92,21 @@ class CascadeRoIHeads(DeepACERoIHeads):
 
     def stage_outputs(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Each image's boxes as the last stage leaves them, and every stage's class logits."""
+    ) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Each image's boxes as the last stage leaves them, every stage's class logits, and the last
+        stage's RoI features."""
         boxes, stage_logits = proposals, []
         for heads in (self, *self.stages):
-            class_logits, box_regression = predict(heads, features, boxes, image_shapes)
+            embeddings = roi_features(heads, features, boxes, image_shapes)
+            class_logits, box_regression = heads.box_predictor(embeddings)
             stage_logits.append(class_logits)
             boxes = refine(heads, box_regression, boxes, image_shapes)
-        return boxes, stage_logits
+        return boxes, stage_logits, embeddings
 
     def cascade_detections(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> list[dict[str, Tensor]]:
-        boxes, stage_logits = self.stage_outputs(features, proposals, image_shapes)
+        boxes, stage_logits, _ = self.stage_outputs(features, proposals, image_shapes)
         class_logits = torch.stack(stage_logits).mean(dim=0)
         # The boxes are final already: a zero regression decodes each box to itself.
         no_regression = class_logits.new_zeros(len(class_logits), 4 * class_logits.shape[1])

@@ -90,8 +90,13 @@ class DeepACE(GeneralizedRCNN):
             soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
             hard_negative_iou=config.box_hard_negative_iou,
-            rescorer=OverlapRescorer(1 + len(config.cascade_ious)) if config.rescorer else None,
+            rescorer=(
+                OverlapRescorer(1 + len(config.cascade_ious), appearance=config.rescorer_appearance)
+                if config.rescorer
+                else None
+            ),
             candidate_iou=config.rescorer_candidate_iou,
+            candidate_floor=config.rescorer_score_floor,
             **cascade,
         )
         super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))

@@ -37,6 +37,8 @@ class Candidates:
     boxes: Tensor  # (N, 4)
     stage_scores: Tensor  # (N, S): each head stage's chromosome probability
     scores: Tensor  # (N,): the detector's score (softmax of the stages' mean logits)
+    # (N, D): the last head stage's RoI feature of each box, when the rescorer compares appearances
+    embeddings: Tensor | None = None
 
 
 def select_candidates(
@@ -45,24 +47,34 @@ def select_candidates(
     score_floor: float,
     candidate_iou: float,
     max_candidates: int,
+    embeddings: Tensor | None = None,
 ) -> Candidates:
     """Boxes scoring at least `score_floor`, near-identical ones merged by NMS at `candidate_iou`, at most
-    `max_candidates`, by falling score. `stage_logits`: each stage's (N, 2) class logits for `boxes`."""
+    `max_candidates`, by falling score. `stage_logits`: each stage's (N, 2) class logits for `boxes`;
+    `embeddings`: their (N, D) RoI features, kept for the same boxes."""
     scores = torch.stack(list(stage_logits)).mean(dim=0).softmax(dim=-1)[:, 1]
     stage_scores = torch.stack([logits.softmax(dim=-1)[:, 1] for logits in stage_logits], dim=1)
     keep = torch.where(scores >= score_floor)[0]
     keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
     keep = keep[nms(boxes[keep], scores[keep], candidate_iou)][:max_candidates]
-    return Candidates(boxes[keep], stage_scores[keep], scores[keep])
+    chosen = None if embeddings is None else embeddings[keep].half()  # fp16: a cosine needs no more
+    return Candidates(boxes[keep], stage_scores[keep], scores[keep], chosen)
 
 
-def pair_geometry(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(IoU, share of row box covered by column box, share of column box covered by row box), each N×N."""
+def pair_geometry(candidates: Candidates) -> tuple[Tensor, ...]:
+    """N×N matrices: IoU, share of the row box covered by the column box, share of the column box covered
+    by the row box, and, with embeddings, the cosine similarity of the two boxes' RoI features (a second
+    box on one chromosome looks like the first; a crossing chromosome's box shows another pattern)."""
+    boxes = candidates.boxes
     area = box_area(boxes).clamp(min=1e-6)
     lt = torch.max(boxes[:, None, :2], boxes[None, :, :2])
     rb = torch.min(boxes[:, None, 2:], boxes[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(dim=2)
-    return box_iou(boxes, boxes), inter / area[:, None], inter / area[None, :]
+    matrices = (box_iou(boxes, boxes), inter / area[:, None], inter / area[None, :])
+    if candidates.embeddings is None:
+        return matrices
+    unit = torch.nn.functional.normalize(candidates.embeddings.float(), dim=1)
+    return (*matrices, unit @ unit.T)
 
 
 def higher_scored(n: int, device: torch.device | None = None) -> Tensor:
@@ -70,7 +82,7 @@ def higher_scored(n: int, device: torch.device | None = None) -> Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
 
 
-def box_features(candidates: Candidates, geometry: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+def box_features(candidates: Candidates, geometry: tuple[Tensor, ...]) -> Tensor:
     """The features that do not depend on which candidates were accepted: per box, the detector's and the
     stages' scores, size and elongation relative to the cell's confident boxes; and the overlaps with every
     higher-scored candidate (`overlap_features`)."""
@@ -91,48 +103,53 @@ def box_features(candidates: Candidates, geometry: tuple[Tensor, Tensor, Tensor]
     )
 
 
-def overlap_features(mask: Tensor, geometry: tuple[Tensor, Tensor, Tensor], scores: Tensor) -> Tensor:
+def overlap_features(mask: Tensor, geometry: tuple[Tensor, ...], scores: Tensor) -> Tensor:
     """Against the candidates in each row's `mask`: the largest and second-largest IoU, the largest share
     of this box inside one of them and of one of them inside this box, the score of the one with the
-    largest IoU, and how many overlap at IoU > 0.3 and > 0.5. `geometry` holds the rows' (R×N) matrices."""
-    ious, covered, covering = (torch.where(mask, m, torch.zeros_like(m)) for m in geometry)
+    largest IoU (and, with embeddings, how alike the two look), and how many overlap at IoU > 0.3 and
+    > 0.5. `geometry` holds the rows' (R×N) matrices (`pair_geometry`)."""
+    ious, covered, covering, *similarity = (torch.where(mask, m, torch.zeros_like(m)) for m in geometry)
     top = ious.topk(min(2, ious.shape[1]), dim=1)
     best_iou, best = top.values[:, 0], top.indices[:, 0]
     second_iou = top.values[:, -1] if ious.shape[1] > 1 else torch.zeros_like(best_iou)
-    return torch.stack(
-        [
-            best_iou,
-            second_iou,
-            covered.max(dim=1).values,
-            covering.max(dim=1).values,
-            torch.where(best_iou > 0, scores[best], torch.zeros_like(best_iou)),
-            (ious > 0.3).sum(dim=1).float(),
-            (ious > 0.5).sum(dim=1).float(),
-        ],
-        dim=1,
-    )
+    overlapping = best_iou > 0
+    columns = [
+        best_iou,
+        second_iou,
+        covered.max(dim=1).values,
+        covering.max(dim=1).values,
+        torch.where(overlapping, scores[best], torch.zeros_like(best_iou)),
+        (ious > 0.3).sum(dim=1).float(),
+        (ious > 0.5).sum(dim=1).float(),
+    ]
+    for matrix in similarity:
+        alike = matrix.gather(1, best[:, None])[:, 0]
+        columns.append(torch.where(overlapping, alike, torch.zeros_like(alike)))
+    return torch.stack(columns, dim=1)
 
 
 def relation_features(candidates: Candidates, accepted: Tensor) -> Tensor:
     """Every candidate's features (rows) when candidate j counts as accepted for candidate i where
     `accepted[i, j]` (N×N bool; only higher-scored j are read). Training passes the teacher's answers."""
-    geometry = pair_geometry(candidates.boxes)
+    geometry = pair_geometry(candidates)
     mask = accepted & higher_scored(len(candidates.boxes), candidates.boxes.device)
     return torch.cat(
         [box_features(candidates, geometry), overlap_features(mask, geometry, candidates.scores)], dim=1
     )
 
 
-def feature_count(num_stages: int) -> int:
-    return 1 + num_stages + 2 + 1 + 2 * 7
+def feature_count(num_stages: int, appearance: bool = False) -> int:
+    return 1 + num_stages + 2 + 1 + 2 * (8 if appearance else 7)
 
 
 class OverlapRescorer(nn.Module):
-    """The perceptron and its input normalisation (set from the training features by `fit_rescorer`)."""
+    """The perceptron and its input normalisation (set from the training features by `fit_rescorer`).
+    With `appearance`, the candidates must carry embeddings (their RoI features)."""
 
-    def __init__(self, num_stages: int, hidden: int = 64) -> None:
+    def __init__(self, num_stages: int, hidden: int = 64, appearance: bool = False) -> None:
         super().__init__()
-        n_in = feature_count(num_stages)
+        self.appearance = appearance
+        n_in = feature_count(num_stages, appearance)
         self.register_buffer("feature_mean", torch.zeros(n_in))
         self.register_buffer("feature_std", torch.ones(n_in))
         self.net = nn.Sequential(
@@ -150,7 +167,7 @@ class OverlapRescorer(nn.Module):
         probabilities = candidates.scores.new_zeros(n)
         if n == 0:
             return probabilities
-        geometry = pair_geometry(candidates.boxes)
+        geometry = pair_geometry(candidates)
         fixed = box_features(candidates, geometry)
         accepted = torch.zeros(1, n, dtype=torch.bool, device=candidates.boxes.device)
         for i in range(n):

@@ -35,12 +35,14 @@ class DeepACERoIHeads(RoIHeads):
         hard_negative_iou: float | None = None,
         rescorer: OverlapRescorer | None = None,
         candidate_iou: float = 0.8,
+        candidate_floor: float = 0.01,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         # With a rescorer, inference replaces NMS + Soft-NMS by learned overlap rescoring (rescorer.py).
         self.rescorer = rescorer
         self.candidate_iou = candidate_iou
+        self.candidate_floor = candidate_floor
         if hard_negative_iou is not None:
             # Proposals between the thresholds get torchvision's "ignore" label -1, which the HNAS sampler
             # reads as "hard negative"; select_training_samples turns them back into background (0).
@@ -133,20 +135,30 @@ class DeepACERoIHeads(RoIHeads):
 
     def stage_outputs(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
-    ) -> tuple[list[Tensor], list[Tensor]]:
-        """Each image's refined boxes, and each head stage's class logits for them (images concatenated)."""
-        class_logits, box_regression = predict(self, features, proposals, image_shapes)
-        return refine(self, box_regression, proposals, image_shapes), [class_logits]
+    ) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """Each image's refined boxes; each head stage's class logits for them and the last stage's RoI
+        features (images concatenated)."""
+        embeddings = roi_features(self, features, proposals, image_shapes)
+        class_logits, box_regression = self.box_predictor(embeddings)
+        return refine(self, box_regression, proposals, image_shapes), [class_logits], embeddings
 
     def candidates(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> list[Candidates]:
         """Per image, the rescorer's candidates: boxes above the score floor after a loose NMS."""
-        boxes, stage_logits = self.stage_outputs(features, proposals, image_shapes)
-        per_stage = [logits.split([len(b) for b in boxes]) for logits in stage_logits]
+        boxes, stage_logits, embeddings = self.stage_outputs(features, proposals, image_shapes)
+        sizes = [len(b) for b in boxes]
+        per_stage = [logits.split(sizes) for logits in stage_logits]
+        appearance = self.rescorer is not None and self.rescorer.appearance
+        per_image = embeddings.flatten(1).split(sizes) if appearance else [None] * len(boxes)
         return [
             select_candidates(
-                b, [logits[i] for logits in per_stage], self.score_thresh, self.candidate_iou, 2 * len(b)
+                b,
+                [logits[i] for logits in per_stage],
+                self.candidate_floor,
+                self.candidate_iou,
+                2 * len(b),
+                per_image[i],
             )
             for i, b in enumerate(boxes)
         ]
@@ -200,10 +212,21 @@ def predict(
 ) -> tuple[Tensor, Tensor]:
     """One stage's class logits and box regression for `boxes`; the gradient its losses send back into
     the shared features is scaled by `backbone_gradient` (the value is unchanged)."""
-    roi_features = heads.box_roi_pool(features, boxes, image_shapes)
+    return heads.box_predictor(roi_features(heads, features, boxes, image_shapes, backbone_gradient))
+
+
+def roi_features(
+    heads: RoIHeads,
+    features: dict[str, Tensor],
+    boxes: list[Tensor],
+    image_shapes: list[tuple[int, int]],
+    backbone_gradient: float = 1.0,
+) -> Tensor:
+    """One stage's box-head features of `boxes` (what its predictor reads)."""
+    pooled = heads.box_roi_pool(features, boxes, image_shapes)
     if backbone_gradient != 1.0:
-        roi_features = roi_features * backbone_gradient + roi_features.detach() * (1.0 - backbone_gradient)
-    return heads.box_predictor(heads.box_head(roi_features))
+        pooled = pooled * backbone_gradient + pooled.detach() * (1.0 - backbone_gradient)
+    return heads.box_head(pooled)
 
 
 def refine(
