@@ -56,7 +56,8 @@ class ModelConfig:
     rescorer: bool = False
     rescorer_candidate_iou: float = 0.8
     rescorer_score_floor: float = 0.01  # candidates scoring below this are dropped before rescoring
-    rescorer_appearance: bool = True  # also compare overlapping boxes' RoI features (cosine similarity)
+    # Also compare overlapping boxes' RoI features (cosine similarity): measured no better, so off.
+    rescorer_appearance: bool = False
     box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
     detections_per_img: int = 150
     # Pre-processing (§3.2)

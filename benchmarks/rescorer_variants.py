@@ -1,0 +1,109 @@
+"""Learned overlap rescoring against the paper's NMS + Soft-NMS on the same candidates, and what a perfect
+rescorer could reach (every candidate labelled by the ground truth), on the validation splits.
+
+The detector runs once per image (candidates cached); the rescorer is fitted on the training cache that
+`deepace train-rescorer --cache` writes, so variants (hidden size, epochs, appearance) cost seconds:
+
+    deepace train-rescorer shipped --train T.json --train M.json --set model.rpn_post_nms_top_n_test=400 \
+        --cache ~/deepace-runs/rescorer/cli_cache_400.pt --out /tmp/r.pt
+    python benchmarks/rescorer_variants.py --train-cache ~/deepace-runs/rescorer/cli_cache_400.pt \
+        --val ~/deepace-runs/data/taichung/val.json --val ~/deepace-runs/data/mfish/val.json \
+        --set model.rpn_post_nms_top_n_test=400
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from deepace.data.coco import read_coco
+from deepace.data.predictions import ImagePrediction
+from deepace.inference import Detector
+from deepace.metrics import evaluate_records, expected_counts
+from deepace.metrics.threshold import tune_score_threshold
+from deepace.models.rescorer import OverlapRescorer
+from deepace.models.soft_nms import soft_nms
+from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
+
+
+def paper_postprocessing(boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """§3.2: NMS at 0.5, then Gaussian Soft-NMS (σ 0.5), as the shipped heads do."""
+    keep = nms(boxes, scores, 0.5)
+    kept, decayed = soft_nms(boxes[keep], scores[keep], "gaussian", 0.5, 0.5, score_threshold=0.05)
+    return boxes[keep][kept], decayed
+
+
+def rescored(rescorer: OverlapRescorer, candidates) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+    p = rescorer(candidates)
+    keep = torch.where(p >= 0.05)[0]
+    keep = keep[p[keep].argsort(descending=True)]
+    return candidates.boxes[keep], p[keep]
+
+
+def predictions(records: list, samples: list, post) -> list[ImagePrediction]:  # noqa: ANN001
+    return [
+        ImagePrediction(r.path, *[x.numpy() for x in post(s.candidates)])
+        for r, s in zip(records, samples, strict=True)
+    ]
+
+
+def row(name: str, records: list, predictions: list) -> str:
+    threshold, _ = tune_score_threshold([p.scores for p in predictions], expected_counts(records))
+    m = evaluate_records(records, predictions, score_threshold=threshold, on_warning=lambda _m: None)
+    at50, count = m["by_iou"]["0.5"], m["count"]
+    return (
+        f"| {name} | {threshold:.3f} | {at50['AP']:.2f} | {at50['WCR']:.1f} | {at50['AER']:.2f} | "
+        f"{m['by_iou']['0.7']['AP']:.2f} | {count['exact']:.1f} | {count['within1']:.1f} | "
+        f"{count['mae']:.2f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train-cache", type=Path, required=True, help="`deepace train-rescorer --cache`")
+    parser.add_argument("--val", type=Path, action="append", required=True, help="COCO file (repeatable)")
+    parser.add_argument("--weights", type=Path, default=None, help="the detector (default: shipped)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="as train-rescorer")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64])
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    train = torch.load(args.train_cache, weights_only=False)
+    detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
+    appearance = detector.config.model.rescorer_appearance
+    rescorers = {}
+    for hidden in args.hidden:
+        rescorer = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
+        print(f"hidden {hidden}: {fit_rescorer(rescorer, train, epochs=args.epochs, progress=False)}")
+        rescorers[hidden] = rescorer
+    for val in args.val:
+        records = read_coco(val)
+        cache = args.train_cache.with_name(f"{args.train_cache.stem}.val-{val.parent.name}-{val.stem}.pt")
+        if cache.exists():
+            samples = torch.load(cache, weights_only=False)
+        else:
+            samples = collect_candidates(detector, records)
+            torch.save(samples, cache)
+        labelled = sum(int(s.labels.sum()) == len(r.boxes) for s, r in zip(samples, records, strict=True))
+        print(
+            f"\n{val} ({len(records)} cells; a perfect rescorer of these candidates: exact count "
+            f"{100 * labelled / len(records):.1f}%)"
+        )
+        print("| post-processing | threshold | AP50 | WCR@0.5 | AER@0.5 | AP70 | exact | ±1 | MAE |")
+        print("|---|---|---|---|---|---|---|---|---|")
+
+        def show(name: str, post) -> None:  # noqa: ANN001
+            print(row(name, records, predictions(records, samples, post)))  # noqa: B023
+
+        show("NMS 0.5 + Soft-NMS (paper)", lambda c: paper_postprocessing(c.boxes, c.scores))
+        for hidden, rescorer in rescorers.items():
+            show(f"rescorer, hidden {hidden}", lambda c, r=rescorer: rescored(r, c))
+        print(f"(mean candidates per cell {np.mean([len(s.labels) for s in samples]):.1f})")
+
+
+if __name__ == "__main__":
+    main()
