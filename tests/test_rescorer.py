@@ -151,6 +151,8 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     assert "rescorer:" in result.output and cache.exists()
     payload = read_model_file(out)
     assert payload["config"]["model"]["rescorer"] is True
+    # Not calibrated: the base model's threshold (0.3, for its own scores) is not carried over.
+    assert payload["score_threshold"] == ACCEPT_PROBABILITY and payload["stain_thresholds"] == {}
     assert any(k.startswith("roi_heads.rescorer.") for k in payload["state_dict"])
     assert len(torch.load(cache, weights_only=False)) == 3 * 4  # each image and its three flips
     counted = Counter(out).count_image(records[0].path)

@@ -168,7 +168,12 @@ def train_rescorer_command(
     calibrate_on: list[Path] = typer.Option(
         [], "--calibrate-on", help="COCO file(s) of validation images: tune one counting threshold per stain."
     ),
-    cache: Path | None = typer.Option(None, "--cache", help="Save (or reuse) the labelled candidates here."),
+    cache: Path | None = typer.Option(
+        None,
+        "--cache",
+        help="Save the labelled candidates here, or reuse them if the file exists (as they are: delete it "
+        "when the model, the training files or --set change).",
+    ),
     half: bool = typer.Option(True, "--half/--float", help="Store weights as float16."),
 ) -> None:
     """Learn which overlapping detections are separate chromosomes (learned overlap rescoring, replacing the
@@ -176,6 +181,7 @@ def train_rescorer_command(
     import torch
 
     from deepace.inference import Detector, save_model
+    from deepace.models.rescorer import ACCEPT_PROBABILITY
     from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
@@ -192,12 +198,15 @@ def train_rescorer_command(
         f"rescorer: {result['samples']:.0f} candidates ({100 * result['positives']:.1f}% chromosomes), "
         f"training loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%"
     )
-    stain_thresholds = dict(detector.stain_thresholds)
+    # The detector's thresholds were for its own scores; the rescorer's probabilities need their own.
+    stain_thresholds: dict[str, float] = {}
     meta = {"base_model": str(model_file), "rescorer": {**result, "train": [str(p) for p in train]}}
     if calibrate_on:
         stain_thresholds = calibrate_stain_thresholds(detector, _read_records(calibrate_on))
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
-    threshold = stain_thresholds.get("brightfield", detector.score_threshold)
+    else:
+        typer.echo(f"no --calibrate-on: counting threshold {ACCEPT_PROBABILITY} (uncalibrated)")
+    threshold = stain_thresholds.get("brightfield", ACCEPT_PROBABILITY)
     save_model(out, detector.model, detector.config, threshold, meta, half, stain_thresholds)
     typer.echo(f"wrote {out} (threshold {threshold:.3f}, per stain {stain_thresholds or '-'})")
 
