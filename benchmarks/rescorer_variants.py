@@ -27,7 +27,14 @@ from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.rescorer import OverlapRescorer
 from deepace.models.soft_nms import soft_nms
-from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
+from deepace.rescoring import (
+    collect_candidates,
+    detector_with_rescorer,
+    fit_on_features,
+    fit_rescorer,
+    own_decision_features,
+    training_features,
+)
 
 
 def paper_postprocessing(boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,16 +77,29 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="as train-rescorer")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64])
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--own-decisions",
+        action="store_true",
+        help="also a second fit on teacher-forced rows plus rows built from the first fit's own decisions",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     train = torch.load(args.train_cache, weights_only=False)
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     appearance = detector.config.model.rescorer_appearance
-    rescorers = {}
+    rescorers: dict[int | str, OverlapRescorer] = {}
     for hidden in args.hidden:
         rescorer = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
         print(f"hidden {hidden}: {fit_rescorer(rescorer, train, epochs=args.epochs, progress=False)}")
         rescorers[hidden] = rescorer
+        if args.own_decisions:
+            features, labels = training_features(train)
+            features = torch.cat([features, own_decision_features(rescorer, train)])
+            second = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
+            labels = torch.cat([labels, labels])
+            result = fit_on_features(second, features, labels, args.epochs, progress=False)
+            print(f"hidden {hidden}, own decisions too: {result}")
+            rescorers[f"{hidden}, own decisions too"] = second
     for val in args.val:
         records = read_coco(val)
         cache = args.train_cache.with_name(f"{args.train_cache.stem}.val-{val.parent.name}-{val.stem}.pt")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from deepace.data.records import ImageRecord
 from deepace.inference import Detector
-from deepace.models.rescorer import Candidates, OverlapRescorer, relation_features
+from deepace.models.rescorer import ACCEPT_PROBABILITY, Candidates, OverlapRescorer, relation_features
 
 
 @dataclass
@@ -121,6 +121,18 @@ def training_features(samples: list[LabelledCandidates]) -> tuple[Tensor, Tensor
     return torch.cat(features), torch.cat(labels)
 
 
+def own_decision_features(rescorer: OverlapRescorer, samples: list[LabelledCandidates]) -> Tensor:
+    """Features built with the rescorer's own greedy decisions as the accepted boxes (what it sees at
+    inference), in the order of `training_features`' rows."""
+    rows = []
+    for sample in samples:
+        n = len(sample.labels)
+        if n:
+            accepted = rescorer(sample.candidates) >= ACCEPT_PROBABILITY
+            rows.append(relation_features(sample.candidates, accepted[None, :].expand(n, n)))
+    return torch.cat(rows)
+
+
 def fit_rescorer(
     rescorer: OverlapRescorer,
     samples: list[LabelledCandidates],
@@ -130,9 +142,23 @@ def fit_rescorer(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Set the rescorer's normalisation from the samples' features and train it (Adam, cross-entropy,
-    learning rate cosine-decayed to 0). Returns the final training loss and accuracy."""
+    """Set the rescorer's normalisation from the samples' teacher-forced features and train it (Adam,
+    cross-entropy, learning rate cosine-decayed to 0). Returns the final training loss and accuracy."""
     features, labels = training_features(samples)
+    return fit_on_features(rescorer, features, labels, epochs, lr, batch_size, seed, progress)
+
+
+def fit_on_features(
+    rescorer: OverlapRescorer,
+    features: Tensor,
+    labels: Tensor,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 1024,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """`fit_rescorer` on given feature rows and labels."""
     rescorer.feature_mean.copy_(features.mean(dim=0))
     rescorer.feature_std.copy_(features.std(dim=0).clamp(min=1e-6))
     generator = torch.Generator().manual_seed(seed)
