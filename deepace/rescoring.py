@@ -89,12 +89,22 @@ def flipped_boxes(boxes: np.ndarray, width: int, height: int, horizontal: bool, 
     return out
 
 
+FLIP_VIEWS: dict[str, list[tuple[bool, bool]]] = {
+    "none": [(False, False)],
+    "horizontal": [(False, False), (True, False)],
+    "all": [(False, False), (True, False), (False, True), (True, True)],
+}
+
+
 def collect_candidates(
-    detector: Detector, records: list[ImageRecord], flips: bool = False, progress: bool = True
+    detector: Detector, records: list[ImageRecord], flips: str = "none", progress: bool = True
 ) -> list[LabelledCandidates]:
-    """Labelled candidates of every record (and, with `flips`, of its horizontal, vertical and double flip:
-    the detector's candidates differ on a flipped image, so each flip is more training data)."""
-    views = [(False, False), (True, False), (False, True), (True, True)] if flips else [(False, False)]
+    """Labelled candidates of every record, and with `flips` 'horizontal' of its mirror image too, with
+    'all' of its horizontal, vertical and double flips: the detector's candidates differ on a flipped
+    image, so each flip is more training data. Samples come record by record, views in that order."""
+    if flips not in FLIP_VIEWS:
+        raise ValueError(f"flips must be one of {', '.join(FLIP_VIEWS)}, not {flips!r}")
+    views = FLIP_VIEWS[flips]
     out = []
     for record in tqdm(records, desc="candidates", unit="img", disable=not progress):
         gray, stain = detector.prepare_with_stain(record.path)

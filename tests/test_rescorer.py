@@ -146,7 +146,7 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     write_coco(records, tmp_path / "train.json")
     out, cache = tmp_path / "rescored.pt", tmp_path / "cands.pt"
     args = ["train-rescorer", str(base), "--train", str(tmp_path / "train.json"), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--epochs", "2", "--cache", str(cache), "--flips"])
+    result = CliRunner().invoke(app, [*args, "--epochs", "2", "--cache", str(cache), "--flips", "all"])
     assert result.exit_code == 0, result.output
     assert "rescorer:" in result.output and cache.exists()
     payload = read_model_file(out)

@@ -160,7 +160,9 @@ def train_rescorer_command(
     model_file: Path = typer.Argument(..., help="A trained model file or checkpoint, or 'shipped'."),
     train: list[Path] = typer.Option(..., "--train", help="COCO file(s) of training images (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Where to write the model with its rescorer."),
-    flips: bool = typer.Option(False, "--flips", help="Also learn from each image's three flips (4x time)."),
+    flips: str = typer.Option(
+        "none", "--flips", help="none | horizontal (also each mirror image: 2x time) | all (4x: all flips)."
+    ),
     epochs: int = typer.Option(30, "--epochs", min=1),
     overrides: list[str] = typer.Option(
         [], "--set", help="Inference settings, e.g. --set model.rpn_post_nms_top_n_test=400."
