@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from deepace.data.dataset import flip
 from deepace.data.records import ImageRecord
 from deepace.inference import Detector
 from deepace.models.rescorer import ACCEPT_PROBABILITY, Candidates, OverlapRescorer, relation_features
@@ -80,15 +81,6 @@ def image_candidates(detector: Detector, gray: np.ndarray, stain: str) -> Candid
     return replace(candidates, boxes=candidates.boxes * to_image)
 
 
-def flipped_boxes(boxes: np.ndarray, width: int, height: int, horizontal: bool, vertical: bool) -> np.ndarray:
-    out = boxes.copy()
-    if horizontal:
-        out[:, [0, 2]] = width - boxes[:, [2, 0]]
-    if vertical:
-        out[:, [1, 3]] = height - boxes[:, [3, 1]]
-    return out
-
-
 FLIP_VIEWS: dict[str, list[tuple[bool, bool]]] = {
     "none": [(False, False)],
     "horizontal": [(False, False), (True, False)],
@@ -108,12 +100,9 @@ def collect_candidates(
     out = []
     for record in tqdm(records, desc="candidates", unit="img", disable=not progress):
         gray, stain = detector.prepare_with_stain(record.path)
-        height, width = gray.shape
         for horizontal, vertical in views:
-            view = gray[:, ::-1] if horizontal else gray
-            view = np.ascontiguousarray(view[::-1] if vertical else view)
+            view, truth = flip(gray, record.boxes, horizontal, vertical)
             candidates = image_candidates(detector, view, stain)
-            truth = flipped_boxes(record.boxes, width, height, horizontal, vertical)
             labels = match_labels(candidates.boxes, torch.from_numpy(truth))
             out.append(LabelledCandidates(candidates, labels))
     return out

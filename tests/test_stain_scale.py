@@ -76,3 +76,19 @@ def test_detector_enlarges_fluorescence_input_and_maps_boxes_back() -> None:
     boxes, _ = detector.predict_gray(gray, "brightfield")
     assert model.seen == (60, 80)
     assert boxes.tolist() == [[0.0, 0.0, 80.0, 60.0]]
+
+
+def test_flip_moves_the_boxes_with_the_pixels() -> None:
+    import numpy as np
+
+    from deepace.data.dataset import flip
+
+    gray = np.full((40, 60), 255, np.uint8)
+    gray[5:15, 10:30] = 0  # a dark bar at x 10..30, y 5..15
+    boxes = np.array([[10, 5, 30, 15]], np.float32)
+    for horizontal, vertical in ((True, False), (False, True), (True, True)):
+        flipped, moved = flip(gray, boxes, horizontal, vertical)
+        x1, y1, x2, y2 = moved[0].astype(int)
+        assert flipped.flags["C_CONTIGUOUS"] and (flipped[y1:y2, x1:x2] == 0).all()
+        assert (flipped == 0).sum() == (gray == 0).sum()
+    assert boxes[0].tolist() == [10, 5, 30, 15]  # the input is not changed

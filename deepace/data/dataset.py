@@ -55,14 +55,8 @@ class DetectionDataset(Dataset):
             h0, w0 = gray.shape
             gray = rescale_gray(gray, factor)
             boxes *= np.array([gray.shape[1] / w0, gray.shape[0] / h0] * 2, dtype=np.float32)
-        h, w = gray.shape
-        if hflip:
-            gray = gray[:, ::-1]
-            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-        if vflip:
-            gray = gray[::-1, :]
-            boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
-        image = gray_to_tensor(np.ascontiguousarray(gray))
+        gray, boxes = flip(gray, boxes, hflip, vflip)
+        image = gray_to_tensor(gray)
         target = {
             "boxes": torch.from_numpy(boxes).float().reshape(-1, 4),
             "labels": torch.ones(len(boxes), dtype=torch.int64),
@@ -71,3 +65,18 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         return self.load(index)
+
+
+def flip(
+    gray: np.ndarray, boxes: np.ndarray, horizontal: bool, vertical: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image mirrored left-right and/or upside down (contiguous), and a copy of its boxes moved along."""
+    h, w = gray.shape
+    boxes = boxes.astype(np.float32, copy=True)
+    if horizontal:
+        gray = gray[:, ::-1]
+        boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+    if vertical:
+        gray = gray[::-1, :]
+        boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
+    return np.ascontiguousarray(gray), boxes

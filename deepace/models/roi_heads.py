@@ -153,12 +153,7 @@ class DeepACERoIHeads(RoIHeads):
         per_image = embeddings.flatten(1).split(sizes) if appearance else [None] * len(boxes)
         return [
             select_candidates(
-                b,
-                [logits[i] for logits in per_stage],
-                self.candidate_floor,
-                self.candidate_iou,
-                2 * len(b),
-                per_image[i],
+                b, [logits[i] for logits in per_stage], self.candidate_floor, self.candidate_iou, per_image[i]
             )
             for i, b in enumerate(boxes)
         ]
