@@ -167,3 +167,20 @@ def test_appearance_compares_a_box_with_its_most_overlapping_neighbour() -> None
     assert similarity_to_higher[1] > 0.99  # the second box on A, against A
     assert abs(float(similarity_to_higher[2])) < 0.06  # B's best-overlapping higher box is the copy of A
     assert features.shape[1] == 5 + 2 * 8 and features[:, -1].abs().sum() == 0  # nothing accepted yet
+
+
+def test_fine_tuning_a_model_with_a_rescorer_says_to_refit_it(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from deepace.cli import app
+    from deepace.data.coco import write_coco
+    from deepace.inference import save_model
+    from tests.helpers_detection import write_blob_records
+
+    config = tiny_config(iterations=1, fpn=True, head="fc", repulsion="none", rescorer=True)
+    save_model(tmp_path / "model.pt", build_detector(config.model), config, 0.5)
+    write_coco(write_blob_records(tmp_path / "imgs", 2, size=128), tmp_path / "train.json")
+    args = ["train", "--init", str(tmp_path / "model.pt"), "--train", str(tmp_path / "train.json")]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "deepace train-rescorer" in result.output

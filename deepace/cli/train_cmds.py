@@ -77,6 +77,12 @@ def train_command(
     if init_path is not None:
         overrides = [*overrides, f"train.init_weights={init_path}"]
     config = with_overrides(config, overrides)
+    if config.model.rescorer:
+        typer.echo(
+            "note: this model's learned overlap rescorer was fitted to the detector as it was before this "
+            f"training; refit it afterwards: deepace train-rescorer {out}/best.pt --train … --calibrate-on …",
+            err=True,
+        )
     run_training(config, _read_records(train), _read_records(val) if val else [], out, resume=resume)
 
 
