@@ -50,7 +50,8 @@ def match_labels(boxes: Tensor, gt_boxes: Tensor, iou_threshold: float = 0.5) ->
 def detector_with_rescorer(detector: Detector, overrides: Sequence[str] = ()) -> Detector:
     """The same trained detector with an untrained rescorer in its heads; `overrides` (`model.KEY=VALUE`)
     may change what does not touch the weights, e.g. model.rescorer_candidate_iou or the number of
-    proposals (model.rpn_post_nms_top_n_test)."""
+    proposals (model.rpn_post_nms_top_n_test). The detector's counting thresholds were for its own scores,
+    so the result counts at ACCEPT_PROBABILITY until calibrated."""
     from deepace.config import with_overrides
     from deepace.models.detector import build_detector
 
@@ -61,7 +62,7 @@ def detector_with_rescorer(detector: Detector, overrides: Sequence[str] = ()) ->
         raise ValueError(
             f"{overrides} change the detector's weights: missing {missing}, unexpected {unexpected}"
         )
-    return Detector(model, config, detector.score_threshold, None, detector.stain_thresholds)
+    return Detector(model, config, ACCEPT_PROBABILITY)
 
 
 @torch.no_grad()

@@ -184,3 +184,10 @@ def test_fine_tuning_a_model_with_a_rescorer_says_to_refit_it(tmp_path) -> None:
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "deepace train-rescorer" in result.output
+
+
+def test_cli_flip_choices_are_the_collectors() -> None:
+    from deepace.cli.train_cmds import Flips
+    from deepace.rescoring import FLIP_VIEWS
+
+    assert [f.value for f in Flips] == list(FLIP_VIEWS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -162,12 +163,20 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
     return thresholds
 
 
+class Flips(str, Enum):
+    """`deepace.rescoring.FLIP_VIEWS`' names (kept here so the CLI starts without importing torch)."""
+
+    none = "none"
+    horizontal = "horizontal"
+    all = "all"
+
+
 def train_rescorer_command(
     model_file: Path = typer.Argument(..., help="A trained model file or checkpoint, or 'shipped'."),
     train: list[Path] = typer.Option(..., "--train", help="COCO file(s) of training images (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Where to write the model with its rescorer."),
-    flips: str = typer.Option(
-        "none", "--flips", help="none | horizontal (also each mirror image: 2x time) | all (4x: all flips)."
+    flips: Flips = typer.Option(
+        "none", "--flips", help="Also each mirror image (horizontal: 2x time) or every flip (all: 4x)."
     ),
     epochs: int = typer.Option(30, "--epochs", min=1),
     overrides: list[str] = typer.Option(
@@ -189,7 +198,6 @@ def train_rescorer_command(
     import torch
 
     from deepace.inference import Detector, save_model
-    from deepace.models.rescorer import ACCEPT_PROBABILITY
     from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
@@ -197,7 +205,7 @@ def train_rescorer_command(
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:
-        samples = collect_candidates(detector, _read_records(train), flips=flips)
+        samples = collect_candidates(detector, _read_records(train), flips=flips.value)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(samples, cache)
@@ -206,15 +214,14 @@ def train_rescorer_command(
         f"rescorer: {result['samples']:.0f} candidates ({100 * result['positives']:.1f}% chromosomes), "
         f"training loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%"
     )
-    # The detector's thresholds were for its own scores; the rescorer's probabilities need their own.
     stain_thresholds: dict[str, float] = {}
     meta = {"base_model": str(model_file), "rescorer": {**result, "train": [str(p) for p in train]}}
     if calibrate_on:
         stain_thresholds = calibrate_stain_thresholds(detector, _read_records(calibrate_on))
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
     else:
-        typer.echo(f"no --calibrate-on: counting threshold {ACCEPT_PROBABILITY} (uncalibrated)")
-    threshold = stain_thresholds.get("brightfield", ACCEPT_PROBABILITY)
+        typer.echo(f"no --calibrate-on: counting threshold {detector.score_threshold} (uncalibrated)")
+    threshold = stain_thresholds.get("brightfield", detector.score_threshold)
     save_model(out, detector.model, detector.config, threshold, meta, half, stain_thresholds)
     typer.echo(f"wrote {out} (threshold {threshold:.3f}, per stain {stain_thresholds or '-'})")
 
