@@ -14,11 +14,12 @@ The detector runs once per image (candidates cached); the rescorer is fitted on 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from deepace.data.coco import read_coco
 from deepace.data.predictions import ImagePrediction
@@ -49,6 +50,19 @@ def rescored(rescorer: OverlapRescorer, candidates) -> tuple[torch.Tensor, torch
     keep = torch.where(p >= 0.05)[0]
     keep = keep[p[keep].argsort(descending=True)]
     return candidates.boxes[keep], p[keep]
+
+
+def unreached_share(records: list, samples: list) -> float:  # noqa: ANN001
+    """The share of annotated chromosomes that no candidate box overlaps at IoU >= 0.5."""
+    missed = total = 0
+    for record, sample in zip(records, samples, strict=True):
+        truth = torch.from_numpy(record.boxes).float()
+        total += len(truth)
+        if len(truth) and len(sample.candidates.boxes):
+            missed += int((box_iou(truth, sample.candidates.boxes).max(dim=1).values < 0.5).sum())
+        else:
+            missed += len(truth)
+    return missed / max(total, 1)
 
 
 def predictions(records: list, samples: list, post) -> list[ImagePrediction]:  # noqa: ANN001
@@ -102,7 +116,12 @@ def main() -> None:
             rescorers[f"{hidden}, own decisions too"] = second
     for val in args.val:
         records = read_coco(val)
-        cache = args.train_cache.with_name(f"{args.train_cache.stem}.val-{val.parent.name}-{val.stem}.pt")
+        # named by the validation file's folder and name, plus a hash of its full path (two val.json files
+        # in folders of the same name must not share a cache)
+        tag = hashlib.sha1(str(val.resolve()).encode()).hexdigest()[:8]
+        cache = args.train_cache.with_name(
+            f"{args.train_cache.stem}.val-{val.parent.name}-{val.stem}-{tag}.pt"
+        )
         if cache.exists():
             samples = torch.load(cache, weights_only=False)
         else:
@@ -111,8 +130,14 @@ def main() -> None:
         labelled = sum(int(s.labels.sum()) == len(r.boxes) for s, r in zip(samples, records, strict=True))
         print(
             f"\n{val} ({len(records)} cells; a perfect rescorer of these candidates: exact count "
-            f"{100 * labelled / len(records):.1f}%)"
+            f"{100 * labelled / len(records):.1f}%; chromosomes with no candidate at IoU >= 0.5: "
+            f"{100 * unreached_share(records, samples):.2f}%)"
         )
+        features, labels = training_features(samples)
+        for name, rescorer in rescorers.items():
+            with torch.no_grad():
+                right = ((rescorer.logits(features) > 0).float() == labels).float().mean()
+            print(f"rescorer, hidden {name}: {100 * float(right):.1f}% of candidates right (teacher-forced)")
         print("| post-processing | threshold | AP50 | WCR@0.5 | AER@0.5 | AP70 | exact | ±1 | MAE |")
         print("|---|---|---|---|---|---|---|---|---|")
 
