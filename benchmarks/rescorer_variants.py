@@ -52,6 +52,13 @@ def rescored(rescorer: OverlapRescorer, candidates) -> tuple[torch.Tensor, torch
     return candidates.boxes[keep], p[keep]
 
 
+def validation_cache(train_cache: Path, val: Path) -> Path:
+    """Where the validation candidates for `train_cache`'s settings are kept: named by the validation file's
+    folder and name and a hash of its full path (two val.json in folders of one name must not share it)."""
+    tag = hashlib.sha1(str(val.resolve()).encode()).hexdigest()[:8]
+    return train_cache.with_name(f"{train_cache.stem}.val-{val.parent.name}-{val.stem}-{tag}.pt")
+
+
 def unreached_share(records: list, samples: list) -> float:  # noqa: ANN001
     """The share of annotated chromosomes that no candidate box overlaps at IoU >= 0.5."""
     missed = total = 0
@@ -116,12 +123,7 @@ def main() -> None:
             rescorers[f"{hidden}, own decisions too"] = second
     for val in args.val:
         records = read_coco(val)
-        # named by the validation file's folder and name, plus a hash of its full path (two val.json files
-        # in folders of the same name must not share a cache)
-        tag = hashlib.sha1(str(val.resolve()).encode()).hexdigest()[:8]
-        cache = args.train_cache.with_name(
-            f"{args.train_cache.stem}.val-{val.parent.name}-{val.stem}-{tag}.pt"
-        )
+        cache = validation_cache(args.train_cache, val)
         if cache.exists():
             samples = torch.load(cache, weights_only=False)
         else:
