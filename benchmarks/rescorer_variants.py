@@ -52,6 +52,20 @@ def rescored(rescorer: OverlapRescorer, candidates) -> tuple[torch.Tensor, torch
     return candidates.boxes[keep], p[keep]
 
 
+class MeanOfFits(torch.nn.Module):
+    """Several fitted rescorers as one: the mean of their probabilities, in the same greedy pass."""
+
+    def __init__(self, fits: list[OverlapRescorer]) -> None:
+        super().__init__()
+        self.fits = torch.nn.ModuleList(fits)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.sigmoid(fit.logits(features)) for fit in self.fits]).mean(dim=0)
+        return torch.logit(mean, eps=1e-6)
+
+    forward = OverlapRescorer.forward
+
+
 def validation_cache(train_cache: Path, val: Path) -> Path:
     """Where the validation candidates for `train_cache`'s settings are kept: named by the validation file's
     folder and name and a hash of its full path (two val.json in folders of one name must not share it)."""
@@ -99,6 +113,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[64])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument(
+        "--seeds", type=int, default=1, help="fits per variant (seeds 0…N-1), each reported, and their mean"
+    )
+    parser.add_argument(
         "--own-decisions",
         action="store_true",
         help="also a second fit on teacher-forced rows plus rows built from the first fit's own decisions",
@@ -108,11 +125,18 @@ def main() -> None:
     train = torch.load(args.train_cache, weights_only=False)
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     appearance = detector.config.model.rescorer_appearance
-    rescorers: dict[int | str, OverlapRescorer] = {}
+    rescorers: dict[int | str, OverlapRescorer | MeanOfFits] = {}
     for hidden in args.hidden:
-        rescorer = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
-        print(f"hidden {hidden}: {fit_rescorer(rescorer, train, epochs=args.epochs, progress=False)}")
-        rescorers[hidden] = rescorer
+        fits = []
+        for seed in range(args.seeds):
+            fit = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
+            result = fit_rescorer(fit, train, epochs=args.epochs, seed=seed, progress=False)
+            print(f"hidden {hidden}, seed {seed}: {result}")
+            fits.append(fit)
+            rescorers[hidden if args.seeds == 1 else f"{hidden}, seed {seed}"] = fit
+        rescorer = fits[0]
+        if args.seeds > 1:
+            rescorers[f"{hidden}, mean of {args.seeds} fits"] = MeanOfFits(fits)
         if args.own_decisions:
             features, labels = training_features(train)
             features = torch.cat([features, own_decision_features(rescorer, train)])
