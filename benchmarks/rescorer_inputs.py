@@ -89,6 +89,12 @@ def edge_evidence(gray: np.ndarray, boxes: np.ndarray, threshold: int = 200) -> 
     return np.stack(columns, axis=1).astype(np.float32)
 
 
+def box_feature_count(num_stages: int) -> int:
+    """How many columns `box_features` gives (score, stage scores, size and elongation, 7 overlap ones): the
+    extra inputs go right after them."""
+    return 1 + num_stages + 3 + 7
+
+
 class ExtraInputRescorer(OverlapRescorer):
     """The shipped perceptron with `extra` more per-box inputs after its box features (normalised like the
     others); with `project`, they pass through a learned linear map to that many values first (for a
@@ -96,7 +102,7 @@ class ExtraInputRescorer(OverlapRescorer):
 
     def __init__(self, num_stages: int, extra: int, project: int | None = None, hidden: int = 64) -> None:
         super().__init__(num_stages, hidden)
-        self.num_box = 1 + num_stages + 3 + 7
+        self.num_box = box_feature_count(num_stages)
         self.extra = extra
         n_in = self.net[0].in_features + extra
         self.feature_mean = torch.zeros(n_in)
@@ -137,7 +143,7 @@ def plain(candidates: Candidates) -> Candidates:
 def with_extra(samples: list, extras: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Teacher-forced training rows with the extra inputs inserted after the box features."""
     features, labels = training_features([type(s)(plain(s.candidates), s.labels) for s in samples])
-    num_box = 1 + samples[0].candidates.stage_scores.shape[1] + 3 + 7
+    num_box = box_feature_count(samples[0].candidates.stage_scores.shape[1])
     extra = torch.cat([e for s, e in zip(samples, extras, strict=True) if len(s.labels)])
     return torch.cat([features[:, :num_box], extra, features[:, num_box:]], dim=1), labels
 
