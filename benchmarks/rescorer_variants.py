@@ -29,10 +29,12 @@ from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.rescorer import OverlapRescorer
 from deepace.models.soft_nms import soft_nms
 from deepace.rescoring import (
+    LabelledCandidates,
     collect_candidates,
     detector_with_rescorer,
     fit_on_features,
     fit_rescorer,
+    match_labels,
     own_decision_features,
     training_features,
 )
@@ -86,6 +88,17 @@ def unreached_share(records: list, samples: list) -> float:  # noqa: ANN001
     return missed / max(total, 1)
 
 
+def relabelled(samples: list, records: list, iou: float) -> list:  # noqa: ANN001
+    """The cached training candidates with labels from `match_labels` at another IoU."""
+    if len(samples) != len(records):
+        raise SystemExit(f"{len(samples)} cached images but {len(records)} in --train-coco")
+    out = []
+    for sample, record in zip(samples, records, strict=True):
+        truth = torch.from_numpy(record.boxes).float()
+        out.append(LabelledCandidates(sample.candidates, match_labels(sample.candidates.boxes, truth, iou)))
+    return out
+
+
 def predictions(records: list, samples: list, post) -> list[ImagePrediction]:  # noqa: ANN001
     return [
         ImagePrediction(r.path, *[x.numpy() for x in post(s.candidates)])
@@ -116,6 +129,16 @@ def main() -> None:
         "--seeds", type=int, default=1, help="fits per variant (seeds 0…N-1), each reported, and their mean"
     )
     parser.add_argument(
+        "--label-iou",
+        type=float,
+        default=None,
+        help="relabel the training candidates: a candidate is a chromosome when it first claims one at this "
+        "IoU (0.5 in the cache); needs --train-coco",
+    )
+    parser.add_argument(
+        "--train-coco", type=Path, action="append", default=[], help="the cache's training files, in order"
+    )
+    parser.add_argument(
         "--own-decisions",
         action="store_true",
         help="also a second fit on teacher-forced rows plus rows built from the first fit's own decisions",
@@ -123,6 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     train = torch.load(args.train_cache, weights_only=False)
+    if args.label_iou is not None:
+        train = relabelled(train, [r for coco in args.train_coco for r in read_coco(coco)], args.label_iou)
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     appearance = detector.config.model.rescorer_appearance
     rescorers: dict[int | str, OverlapRescorer | MeanOfFits] = {}

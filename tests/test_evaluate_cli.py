@@ -85,6 +85,26 @@ def test_score_threshold_option(tmp_path: Path, runner: CliRunner) -> None:
     assert out["count"]["bias"] == pytest.approx(0.5)
 
 
+def test_tune_threshold_counts_at_the_best_threshold(tmp_path: Path, runner: CliRunner) -> None:
+    # The file's threshold (0.95) counts nothing; a (expected 2) scores 0.9, 0.7 and b (expected 1) 0.6,
+    # 0.3, so every threshold in (0.3, 0.6] counts both cells exactly; ties go to the one nearest 0.5.
+    preds = [
+        ImagePrediction(tmp_path / "a.png", [[0, 0, 10, 10], [20, 0, 30, 10]], [0.9, 0.7], 0.95),
+        ImagePrediction(tmp_path / "b.png", [[0, 0, 10, 10], [40, 40, 50, 50]], [0.6, 0.3], 0.95),
+    ]
+    write_predictions(preds, tmp_path / "pred.json")
+    args = ["evaluate", "--gt", str(_write_gt(tmp_path)), "--pred", str(tmp_path / "pred.json")]
+    untuned = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert untuned["count"]["exact"] == 0.0
+    tuned = json.loads(runner.invoke(app, [*args, "--json", "--tune-threshold"]).stdout)
+    assert tuned["tuned_threshold"] == pytest.approx(0.5)
+    assert tuned["count"]["exact"] == 100.0 and tuned["by_iou"]["0.5"]["WCR"] == 100.0
+    table = runner.invoke(app, [*args, "--tune-threshold"])
+    assert table.exit_code == 0 and "tuned on these cells" in table.stdout
+    both = runner.invoke(app, [*args, "--tune-threshold", "--score-threshold", "0.5"])
+    assert both.exit_code == 1 and "not both" in both.stderr
+
+
 def test_image_without_prediction_is_all_missed(tmp_path: Path, runner: CliRunner) -> None:
     pred = _write_pred(tmp_path, with_b=False)
     result = runner.invoke(app, ["evaluate", "--gt", str(_write_gt(tmp_path)), "--pred", str(pred), "--json"])

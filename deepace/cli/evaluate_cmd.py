@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -91,6 +92,14 @@ def evaluate(
             help="Count detections scoring at least this (default: the one in the prediction file)."
         ),
     ] = None,
+    tune_threshold: Annotated[
+        bool,
+        typer.Option(
+            "--tune-threshold",
+            help="Count at the threshold that counts these same cells best (exact count; optimistic, as "
+            "any threshold tuned on the cells it is scored on).",
+        ),
+    ] = False,
 ) -> None:
     """Score predictions against ground truth: AP/WCR/AER per IoU (Table 3), count accuracy, COCO mAP."""
     from deepace.data.coco import read_coco
@@ -107,16 +116,36 @@ def evaluate(
     def warn(message: str) -> None:
         _err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False, soft_wrap=True)
 
+    if tune_threshold:
+        if score_threshold is not None:
+            raise _fail("give --score-threshold or --tune-threshold, not both")
+        score_threshold = _tuned_threshold(records, predictions)
     result = evaluate_records(records, predictions, score_threshold, on_warning=warn)
+    if tune_threshold:
+        result["tuned_threshold"] = score_threshold
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    if score_threshold is not None:
+    if tune_threshold:
+        note = f"score >= {score_threshold:g} (--tune-threshold: tuned on these cells)"
+    elif score_threshold is not None:
         note = f"score >= {score_threshold:g} (--score-threshold)"
     else:
         found = sorted({p.score_threshold for p in predictions})
         note = "score >= " + (", ".join(f"{t:g}" for t in found) or "-") + " (from the prediction file)"
     _print_report(result, records, note)
+
+
+def _tuned_threshold(records: list[ImageRecord], predictions: list) -> float:  # noqa: ANN001
+    """The threshold (0.05…0.95 in steps of 0.025) at which the predictions count the records best."""
+    from deepace.data.predictions import match_predictions
+    from deepace.metrics import expected_counts
+    from deepace.metrics.threshold import tune_score_threshold
+
+    matched, _ = match_predictions(records, predictions)
+    scores = [np.zeros(0, np.float32) if p is None else p.scores for p in matched]
+    threshold, _ = tune_score_threshold(scores, expected_counts(records))
+    return threshold
 
 
 def register(app: typer.Typer) -> None:
