@@ -24,8 +24,7 @@ from torchvision.ops import box_iou, nms
 from deepace.data.coco import read_coco
 from deepace.data.predictions import ImagePrediction
 from deepace.inference import Detector
-from deepace.metrics import evaluate_records, expected_counts
-from deepace.metrics.threshold import tune_score_threshold
+from deepace.metrics import best_count_threshold, evaluate_records
 from deepace.models.rescorer import OverlapRescorer
 from deepace.models.soft_nms import soft_nms
 from deepace.rescoring import (
@@ -107,7 +106,7 @@ def predictions(records: list, samples: list, post) -> list[ImagePrediction]:  #
 
 
 def row(name: str, records: list, predictions: list) -> str:
-    threshold, _ = tune_score_threshold([p.scores for p in predictions], expected_counts(records))
+    threshold = best_count_threshold(records, predictions)
     m = evaluate_records(records, predictions, score_threshold=threshold, on_warning=lambda _m: None)
     at50, count = m["by_iou"]["0.5"], m["count"]
     return (

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from deepace.data.predictions import PredictionFileError, read_predictions
 from deepace.data.records import AnnotationError, ImageRecord
-from deepace.metrics import evaluate_records
+from deepace.metrics import best_count_threshold, evaluate_records
 
 _err = Console(stderr=True)
 
@@ -119,7 +118,7 @@ def evaluate(
     if tune_threshold:
         if score_threshold is not None:
             raise _fail("give --score-threshold or --tune-threshold, not both")
-        score_threshold = _tuned_threshold(records, predictions)
+        score_threshold = best_count_threshold(records, predictions)
     result = evaluate_records(records, predictions, score_threshold, on_warning=warn)
     if tune_threshold:
         result["tuned_threshold"] = score_threshold
@@ -134,18 +133,6 @@ def evaluate(
         found = sorted({p.score_threshold for p in predictions})
         note = "score >= " + (", ".join(f"{t:g}" for t in found) or "-") + " (from the prediction file)"
     _print_report(result, records, note)
-
-
-def _tuned_threshold(records: list[ImageRecord], predictions: list) -> float:  # noqa: ANN001
-    """The threshold (0.05…0.95 in steps of 0.025) at which the predictions count the records best."""
-    from deepace.data.predictions import match_predictions
-    from deepace.metrics import expected_counts
-    from deepace.metrics.threshold import tune_score_threshold
-
-    matched, _ = match_predictions(records, predictions)
-    scores = [np.zeros(0, np.float32) if p is None else p.scores for p in matched]
-    threshold, _ = tune_score_threshold(scores, expected_counts(records))
-    return threshold
 
 
 def register(app: typer.Typer) -> None:

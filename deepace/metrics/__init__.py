@@ -49,6 +49,16 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
+def best_count_threshold(gt_records: Sequence[ImageRecord], predictions: Sequence[ImagePrediction]) -> float:
+    """The score threshold (0.05…0.95 in steps of 0.025) at which the predictions count the records best
+    (`tune_score_threshold`); predictions are paired with records as in `evaluate_records`."""
+    from deepace.metrics.threshold import tune_score_threshold
+
+    matched, _ = match_predictions(gt_records, predictions)
+    scores = [_EMPTY_SCORES if p is None else p.scores for p in matched]
+    return tune_score_threshold(scores, expected_counts(gt_records))[0]
+
+
 def evaluate_records(
     gt_records: Sequence[ImageRecord],
     predictions: Sequence[ImagePrediction],
