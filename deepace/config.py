@@ -44,6 +44,9 @@ class ModelConfig:
     # Cascade R-CNN (not in the paper): further head stages on the refined boxes, one per foreground IoU
     # given, e.g. (0.6,) or (0.6, 0.7); () is the paper's single stage.
     cascade_ious: tuple[float, ...] = ()
+    # RoI context (not in the paper; models/context.py): the fc heads also read each box enlarged by this
+    # factor about its centre, e.g. 2.0; None: the box alone.
+    roi_context: float | None = None
     repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
     repulsion_weight: float = 10.0  # α
     smooth_ln_sigma: float = 1.0

@@ -14,6 +14,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from deepace.config import ModelConfig
 from deepace.models.backbones import build_backbone
 from deepace.models.cascade import CascadeRoIHeads
+from deepace.models.context import ContextRoIPool
 from deepace.models.heads import build_box_head
 from deepace.models.pyramid import SingleMap, TwoLevelPyramid
 from deepace.models.rescorer import OverlapRescorer
@@ -63,7 +64,11 @@ class DeepACE(GeneralizedRCNN):
 
         def new_box_head() -> tuple[nn.Module, nn.Module]:
             return build_box_head(
-                config.head, backbone.out_channels, NUM_CLASSES, depthwise=config.conv_head_depthwise
+                config.head,
+                backbone.out_channels,
+                NUM_CLASSES,
+                depthwise=config.conv_head_depthwise,
+                context=config.roi_context is not None,
             )
 
         box_head, box_predictor = new_box_head()
@@ -71,8 +76,11 @@ class DeepACE(GeneralizedRCNN):
         if config.cascade_ious:
             heads_class = CascadeRoIHeads
             cascade = {"stages": [(iou, *new_box_head()) for iou in config.cascade_ious]}
+        pooler: nn.Module = MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2)
+        if config.roi_context is not None:
+            pooler = ContextRoIPool(pooler, config.roi_context)
         roi_heads = heads_class(
-            MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2),
+            pooler,
             box_head,
             box_predictor,
             fg_iou_thresh=config.box_fg_iou,
@@ -126,11 +134,12 @@ _PYRAMID_KEY = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.)(\d+)(\..*
 
 
 def adapt_state_dict(state: dict[str, Tensor], source: ModelConfig, target: DeepACE) -> dict[str, Tensor]:
-    """`source`'s weights for a `target` model whose pyramid starts one level finer or coarser, or whose
-    RoI heads have more or fewer cascade stages; everything else fits as it is."""
+    """`source`'s weights for a `target` model whose pyramid starts one level finer or coarser, whose
+    RoI heads have more or fewer cascade stages, or that reads RoI context where the source does not (or
+    the reverse); everything else fits as it is."""
     fresh = target.state_dict()
     adapted = _adapt_pyramid(dict(state), source, target.config, fresh)
-    return _adapt_cascade(adapted, fresh)
+    return _adapt_cascade(_adapt_context(adapted, fresh), fresh)
 
 
 def _adapt_pyramid(
@@ -180,4 +189,14 @@ def _adapt_cascade(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[s
             adapted[key] = torch.zeros_like(fresh[key])
         else:
             adapted[key] = state[f"roi_heads.{match.group(1)}"].clone()
+    return adapted
+
+
+def _adapt_context(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Context maps the source lacks start at zero (the heads predict as the source did); those the
+    target lacks are dropped."""
+    adapted = {k: v for k, v in state.items() if ".fc6_context." not in k or k in fresh}
+    for key in fresh:
+        if ".fc6_context." in key and key not in adapted:
+            adapted[key] = torch.zeros_like(fresh[key])
     return adapted

@@ -6,6 +6,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
+from deepace.models.context import ContextTwoMLPHead
+
 
 class ConvBoxPredictor(nn.Module):
     """Parallel classification and regression branches on a C×7×7 RoI feature.
@@ -55,11 +57,16 @@ def build_box_head(
     roi_size: int = 7,
     depthwise: bool = True,
     representation_size: int = 1024,
+    context: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
-    """(box_head, box_predictor) for torchvision's RoIHeads."""
+    """(box_head, box_predictor) for torchvision's RoIHeads; with `context` the fc head also reads the
+    context half of a ContextRoIPool's features (context.py)."""
+    if context and kind != "fc":
+        raise ValueError("RoI context (model.roi_context) needs the fc box head")
     if kind == "conv":
         return nn.Identity(), ConvBoxPredictor(in_channels, num_classes, roi_size, depthwise)
     if kind == "fc":
-        head = TwoMLPHead(in_channels * roi_size * roi_size, representation_size)
+        head_class = ContextTwoMLPHead if context else TwoMLPHead
+        head = head_class(in_channels * roi_size * roi_size, representation_size)
         return head, FastRCNNPredictor(representation_size, num_classes)
     raise ValueError(f"unknown box head {kind!r} (conv | fc)")

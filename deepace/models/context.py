@@ -1,0 +1,64 @@
+"""RoI context: each box head also reads its box's surroundings (not in the paper).
+
+Why: most false boxes lie inside one chromosome's box (one arm of a bent chromosome) or across two
+touching ones, and the largest kind of miss is a chromosome whose box the heads scored like such a
+fragment (BENCHMARKS.md, "Where the errors are", session 7). Whether a box holds a whole chromosome or a
+piece of one is decided by what lies just outside it: an arm continues past its box's end, a chromosome
+ends there. A 7×7 RoI feature of the box alone sees this only through the receptive field at its edges.
+
+`ContextRoIPool` pools each box twice, as it is and enlarged by `scale` about its centre, and stacks the two
+along the channels; `ContextTwoMLPHead` is torchvision's TwoMLPHead whose first layer also reads the
+context half through its own linear map. That map starts at zero, so a trained model given context starts
+out predicting exactly what it did without it, and fine-tuning learns what the surroundings add.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+
+__all__ = ["ContextRoIPool", "ContextTwoMLPHead", "enlarge_boxes"]
+
+
+def enlarge_boxes(boxes: Tensor, scale: float) -> Tensor:
+    """(x1, y1, x2, y2) boxes scaled by `scale` about their centres."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (scale / 2)
+    return torch.cat([centres - half, centres + half], dim=1)
+
+
+class ContextRoIPool(nn.Module):
+    """A RoI pooler (e.g. MultiScaleRoIAlign) applied to each box and to the box enlarged by `scale`;
+    returns (N, 2C, S, S): the box's own features, then its context's. The enlarged box is pooled on the
+    pyramid level its own size selects, usually a coarser one."""
+
+    def __init__(self, pool: nn.Module, scale: float) -> None:
+        super().__init__()
+        if scale <= 1.0:
+            raise ValueError(f"the context box must be larger than the box, got scale {scale}")
+        self.pool = pool
+        self.scale = scale
+
+    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        own = self.pool(features, boxes, image_shapes)
+        context = self.pool(features, [enlarge_boxes(b, self.scale) for b in boxes], image_shapes)
+        return torch.cat([own, context], dim=1)
+
+
+class ContextTwoMLPHead(TwoMLPHead):
+    """TwoMLPHead on the box's own features (`fc6`, `fc7` as in torchvision, so a trained head's weights
+    load unchanged) plus `fc6_context`, a zero-initialised linear map of the context features added
+    before fc6's activation."""
+
+    def __init__(self, in_channels: int, representation_size: int) -> None:
+        super().__init__(in_channels, representation_size)
+        self.fc6_context = nn.Linear(in_channels, representation_size)
+        nn.init.zeros_(self.fc6_context.weight)
+        nn.init.zeros_(self.fc6_context.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        own, context = x.chunk(2, dim=1)
+        x = F.relu(self.fc6(own.flatten(start_dim=1)) + self.fc6_context(context.flatten(start_dim=1)))
+        return F.relu(self.fc7(x))
