@@ -62,7 +62,7 @@ def test_json_output(tmp_path: Path, runner: CliRunner) -> None:
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert list(out) == ["by_iou", "count", "coco"]
+    assert list(out) == ["by_iou", "count", "coco", "review"]
     assert list(out["by_iou"]) == IOU_KEYS
     for row in out["by_iou"].values():
         assert list(row) == ["AP", "WCR", "AER", "FP", "FN"]

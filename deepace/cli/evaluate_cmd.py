@@ -70,6 +70,15 @@ def _print_report(result: dict[str, Any], records: list[ImageRecord], threshold_
         f"  exact {_fmt(c['exact'], 1)}%   within ±1 {_fmt(c['within1'], 1)}%   "
         f"MAE {_fmt(c['mae'])}   bias {bias} (predicted − expected)"
     )
+    out.print(
+        "After a reviewer checks the boxes flagged in a band around the threshold (kept if a chromosome):"
+    )
+    for margin, r in result["review"].items():
+        flagged = f"{_fmt(r['flagged_mean'], 1)} boxes per cell (median {_fmt(r['flagged_median'], 0)})"
+        out.print(
+            f"  ±{margin}: {flagged}; exact {_fmt(r['exact'], 1)}%   "
+            f"within ±1 {_fmt(r['within1'], 1)}%   MAE {_fmt(r['mae'])}"
+        )
     m = result["coco"]
     out.print(f"COCO box mAP@[.5:.95] {_fmt(m['mAP'])}%   AP50 {_fmt(m['AP50'])}%   (COCO matching rule)")
 

@@ -21,6 +21,7 @@ from deepace.metrics.detection import (
     iou_key,
     match_image,
 )
+from deepace.metrics.review import review_effect
 
 __all__ = [
     "PAPER_IOU_THRESHOLDS",
@@ -34,7 +35,12 @@ __all__ = [
     "expected_counts",
     "iou_key",
     "match_image",
+    "review_effect",
 ]
+
+# Half-widths of the band of flagged scores around the threshold that `evaluate_records` reports the
+# effect of reviewing for; 0.1 is what `deepace count` and the review page flag.
+REVIEW_MARGINS = (0.1, 0.2, 0.3)
 
 _EMPTY_BOXES = np.zeros((0, 4), dtype=np.float32)
 _EMPTY_SCORES = np.zeros((0,), dtype=np.float32)
@@ -73,7 +79,9 @@ def evaluate_records(
     ground-truth boxes where it is absent. Warnings go to on_warning (default: warnings.warn).
 
     Returns {"by_iou": {"0.5": {"AP", "WCR", "AER", "FP", "FN"}, ...},
-             "count": {"exact", "within1", "mae", "bias"}, "coco": {"mAP", "AP50"}}, percentages 0-100.
+             "count": {"exact", "within1", "mae", "bias"}, "coco": {"mAP", "AP50"},
+             "review": {"0.1": {"flagged_mean", "flagged_median", "exact", ...}, ...}}, percentages 0-100;
+    "review" is the count accuracy once the boxes flagged in a band t ± m are checked (metrics.review).
     """
     report = on_warning or _warn
     matched, messages = match_predictions(gt_records, predictions)
@@ -87,9 +95,11 @@ def evaluate_records(
         for p in matched
     ]
     counts = [0 if p is None else p.count_at(t) for p, t in zip(matched, thresholds, strict=True)]
-    accuracy = count_accuracy(counts, expected_counts(gt_records))
+    expected = expected_counts(gt_records)
+    accuracy = count_accuracy(counts, expected)
     return {
         "by_iou": evaluate_detections(gts, preds, PAPER_IOU_THRESHOLDS, thresholds),
         "count": {key: accuracy[key] for key in ("exact", "within1", "mae", "bias")},
         "coco": coco_map(gts, preds),
+        "review": review_effect(gts, preds, thresholds, expected, REVIEW_MARGINS),
     }

@@ -41,7 +41,9 @@ class ContextRoIPool(nn.Module):
         self.pool = pool
         self.scale = scale
 
-    def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+    def forward(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> Tensor:
         own = self.pool(features, boxes, image_shapes)
         context = self.pool(features, [enlarge_boxes(b, self.scale) for b in boxes], image_shapes)
         return torch.cat([own, context], dim=1)
