@@ -30,7 +30,7 @@ def test_the_context_half_sees_outside_the_box_and_the_own_half_does_not() -> No
 
 def test_the_context_map_starts_at_zero_so_the_head_reads_only_the_box() -> None:
     torch.manual_seed(0)
-    head = ContextTwoMLPHead(4 * 7 * 7, 16)
+    head = ContextTwoMLPHead(4, 7, 16)
     own = torch.rand(3, 4, 7, 7)
     with_context = head(torch.cat([own, torch.rand(3, 4, 7, 7)], dim=1))
     without = head(torch.cat([own, torch.zeros(3, 4, 7, 7)], dim=1))

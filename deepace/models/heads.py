@@ -66,7 +66,10 @@ def build_box_head(
     if kind == "conv":
         return nn.Identity(), ConvBoxPredictor(in_channels, num_classes, roi_size, depthwise)
     if kind == "fc":
-        head_class = ContextTwoMLPHead if context else TwoMLPHead
-        head = head_class(in_channels * roi_size * roi_size, representation_size)
+        head = (
+            ContextTwoMLPHead(in_channels, roi_size, representation_size)
+            if context
+            else TwoMLPHead(in_channels * roi_size * roi_size, representation_size)
+        )
         return head, FastRCNNPredictor(representation_size, num_classes)
     raise ValueError(f"unknown box head {kind!r} (conv | fc)")
