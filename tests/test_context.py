@@ -16,24 +16,28 @@ def test_enlarge_boxes_keeps_the_centre_and_scales_the_sides() -> None:
     torch.testing.assert_close(enlarge_boxes(boxes, 2.0), torch.tensor([[0.0, 0.0, 40.0, 80.0]]))
 
 
-def test_the_context_half_sees_outside_the_box_and_the_own_half_does_not() -> None:
-    pool = ContextRoIPool(MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2), scale=2.0)
+def test_the_context_part_sees_outside_the_box_and_the_own_part_does_not() -> None:
+    pool = ContextRoIPool(
+        MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2),
+        MultiScaleRoIAlign(["0"], output_size=3, sampling_ratio=4),
+        scale=2.0,
+    )
     box = [torch.tensor([[16.0, 16.0, 32.0, 32.0]])]
     features = {"0": torch.zeros(1, 4, 48, 48)}
     outside = {"0": features["0"].clone()}
     outside["0"][..., 8:12, 8:12] = 1.0  # inside the enlarged box (8..40), outside the box itself
     plain, changed = pool(features, box, [(48, 48)]), pool(outside, box, [(48, 48)])
-    assert plain.shape == (1, 8, 7, 7)
-    assert torch.equal(changed[:, :4], plain[:, :4])
-    assert changed[:, 4:].sum() > 0
+    assert plain.shape == (1, 4 * 7 * 7 + 4 * 3 * 3)
+    assert torch.equal(changed[:, : 4 * 49], plain[:, : 4 * 49])
+    assert changed[:, 4 * 49 :].sum() > 0
 
 
 def test_the_context_map_starts_at_zero_so_the_head_reads_only_the_box() -> None:
     torch.manual_seed(0)
     head = ContextTwoMLPHead(4, 7, 16)
-    own = torch.rand(3, 4, 7, 7)
-    with_context = head(torch.cat([own, torch.rand(3, 4, 7, 7)], dim=1))
-    without = head(torch.cat([own, torch.zeros(3, 4, 7, 7)], dim=1))
+    own = torch.rand(3, 4 * 7 * 7)
+    with_context = head(torch.cat([own, torch.rand(3, 4 * 3 * 3)], dim=1))
+    without = head(torch.cat([own, torch.zeros(3, 4 * 3 * 3)], dim=1))
     torch.testing.assert_close(with_context, without)
 
 

@@ -6,10 +6,10 @@ fragment (BENCHMARKS.md, "Where the errors are", session 7). Whether a box holds
 piece of one is decided by what lies just outside it: an arm continues past its box's end, a chromosome
 ends there. A 7×7 RoI feature of the box alone sees this only through the receptive field at its edges.
 
-`ContextRoIPool` pools each box twice, as it is and enlarged by `scale` about its centre, and stacks the two
-along the channels; `ContextTwoMLPHead` is torchvision's TwoMLPHead whose first layer also reads the
-context half, averaged down to a 3×3 grid (with scale 2 its centre cell is about the box, the ring around
-it the surroundings), through its own linear map. The coarse grid keeps the map small: 1.2 M weights per
+`ContextRoIPool` pools each box twice, as it is and enlarged by `scale` about its centre, and concatenates the
+two, flattened; `ContextTwoMLPHead` is torchvision's TwoMLPHead whose first layer also reads the
+context pooled on a 3×3 grid (with scale 2 its centre cell is about the box, the ring around it the
+surroundings), through its own linear map. The coarse grid keeps the map small: 1.2 M weights per
 head stage instead of 6.4 M at 7×7, so the shipped file stays under its 60 MB. The map starts at zero, so a
 trained model given context starts out predicting exactly what it did without it, and fine-tuning learns
 what the surroundings add.
@@ -33,39 +33,40 @@ def enlarge_boxes(boxes: Tensor, scale: float) -> Tensor:
 
 
 class ContextRoIPool(nn.Module):
-    """A RoI pooler (e.g. MultiScaleRoIAlign) applied to each box and to the box enlarged by `scale`;
-    returns (N, 2C, S, S): the box's own features, then its context's. The enlarged box is pooled on the
-    pyramid level its own size selects, usually a coarser one."""
+    """Each box's own features from `pool` (e.g. MultiScaleRoIAlign, C×S×S) and its surroundings' from
+    `context_pool` (C×K×K, K small) over the box enlarged by `scale`, flattened and concatenated: (N,
+    C·S² + C·K²). The enlarged box is pooled on the pyramid level its own size selects, usually a coarser
+    one. Pooling the context straight to K×K costs a fifth of pooling it at 7×7 (session 9: 0.08 s per
+    spread at 7×7, with 400 proposals through three head stages)."""
 
-    def __init__(self, pool: nn.Module, scale: float) -> None:
+    def __init__(self, pool: nn.Module, context_pool: nn.Module, scale: float) -> None:
         super().__init__()
         if scale <= 1.0:
             raise ValueError(f"the context box must be larger than the box, got scale {scale}")
         self.pool = pool
+        self.context_pool = context_pool
         self.scale = scale
 
     def forward(
         self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> Tensor:
         own = self.pool(features, boxes, image_shapes)
-        context = self.pool(features, [enlarge_boxes(b, self.scale) for b in boxes], image_shapes)
-        return torch.cat([own, context], dim=1)
+        context = self.context_pool(features, [enlarge_boxes(b, self.scale) for b in boxes], image_shapes)
+        return torch.cat([own.flatten(start_dim=1), context.flatten(start_dim=1)], dim=1)
 
 
 class ContextTwoMLPHead(TwoMLPHead):
     """TwoMLPHead on the box's own C×S×S features (`fc6`, `fc7` as in torchvision, so a trained head's
-    weights load unchanged) plus `fc6_context`, a zero-initialised linear map of the context features
-    averaged to C×`context_size`², added before fc6's activation."""
+    weights load unchanged) plus `fc6_context`, a zero-initialised linear map of the C×K×K context
+    features (ContextRoIPool's second part), added before fc6's activation."""
 
     def __init__(self, channels: int, roi_size: int, representation_size: int, context_size: int = 3) -> None:
         super().__init__(channels * roi_size * roi_size, representation_size)
-        self.context_size = context_size
+        self.own_features = channels * roi_size * roi_size
         self.fc6_context = nn.Linear(channels * context_size * context_size, representation_size)
         nn.init.zeros_(self.fc6_context.weight)
         nn.init.zeros_(self.fc6_context.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        own, context = x.chunk(2, dim=1)
-        context = F.adaptive_avg_pool2d(context, self.context_size)
-        x = F.relu(self.fc6(own.flatten(start_dim=1)) + self.fc6_context(context.flatten(start_dim=1)))
-        return F.relu(self.fc7(x))
+        own, context = x[:, : self.own_features], x[:, self.own_features :]
+        return F.relu(self.fc7(F.relu(self.fc6(own) + self.fc6_context(context))))

@@ -78,7 +78,8 @@ class DeepACE(GeneralizedRCNN):
             cascade = {"stages": [(iou, *new_box_head()) for iou in config.cascade_ious]}
         pooler: nn.Module = MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2)
         if config.roi_context is not None:
-            pooler = ContextRoIPool(pooler, config.roi_context)
+            context_pooler = MultiScaleRoIAlign(featmap_names=feature_levels, output_size=3, sampling_ratio=4)
+            pooler = ContextRoIPool(pooler, context_pooler, config.roi_context)
         roi_heads = heads_class(
             pooler,
             box_head,
