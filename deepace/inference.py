@@ -116,14 +116,21 @@ class Detector:
         return self.stain_thresholds.get(stain, self.score_threshold)
 
     @classmethod
-    def load(cls, path: Path | None = None, num_threads: int | None = None) -> Detector:
+    def load(
+        cls, path: Path | None = None, num_threads: int | None = None, optimise: bool = False
+    ) -> Detector:
+        """`optimise`: fold batch norms and go channels-last for speed (models that are only run, never
+        saved or trained: it removes parameters from the state dict)."""
         from deepace.config import Config
         from deepace.models.detector import build_detector
+        from deepace.models.fuse import optimise_for_inference
 
         payload = read_model_file(Path(path) if path is not None else DEFAULT_WEIGHTS)
         config = Config.from_dict(payload["config"])
         model = build_detector(config.model, load_backbone_weights=False)
         model.load_state_dict(float_weights(payload))
+        if optimise:
+            optimise_for_inference(model)
         return cls(
             model,
             config,
@@ -170,7 +177,7 @@ class Counter:
         low_confidence_margin: float = 0.1,
         num_threads: int | None = None,
     ) -> None:
-        self.detector = Detector.load(weights, num_threads)
+        self.detector = Detector.load(weights, num_threads, optimise=True)
         self.stain = stain
         self.user_threshold = score_threshold
         self.low_confidence_margin = low_confidence_margin

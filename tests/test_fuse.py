@@ -1,8 +1,14 @@
+from pathlib import Path
+
+import numpy as np
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from deepace.inference import Detector, save_model
 from deepace.models.backbones import build_backbone
+from deepace.models.detector import build_detector
 from deepace.models.fuse import fold_frozen_batchnorm
+from tests.helpers_detection import blob_image, tiny_config
 
 
 def test_folding_keeps_outputs_and_removes_batchnorms() -> None:
@@ -22,3 +28,29 @@ def test_folding_keeps_outputs_and_removes_batchnorms() -> None:
     assert n > 30
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in net.modules())
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_optimised_detector_predicts_what_the_saved_one_does(tmp_path: Path) -> None:
+    """`Detector.load(optimise=True)` (what `deepace count` runs) folds the batch norms and goes
+    channels-last, and finds the same boxes with the same scores as the plain model; plain loading keeps
+    every parameter, so a model loaded to be refitted or exported loses nothing."""
+    torch.manual_seed(0)
+    config = tiny_config(backbone="mobilenet_v2")
+    model = build_detector(config.model).eval()
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.8, 1.2)
+    path = tmp_path / "m.pt"
+    save_model(path, model, config, score_threshold=0.3)
+    img, _ = blob_image(np.random.default_rng(0), size=160, n=3)
+
+    plain = Detector.load(path)
+    fast = Detector.load(path, optimise=True)
+    assert set(plain.model.state_dict()) == set(model.state_dict())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.model.modules())
+    boxes, scores = plain.predict_gray(img)
+    fast_boxes, fast_scores = fast.predict_gray(img)
+    assert len(scores) > 0
+    torch.testing.assert_close(torch.from_numpy(fast_scores), torch.from_numpy(scores), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(fast_boxes), torch.from_numpy(boxes), rtol=1e-3, atol=1e-2)

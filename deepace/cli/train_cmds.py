@@ -98,7 +98,7 @@ def predict_command(
     from deepace.engine import predict_records
     from deepace.inference import Detector
 
-    detector = Detector.load(weights)
+    detector = Detector.load(weights, optimise=True)  # what `deepace count` runs
     if score_threshold is not None:
         detector.score_threshold = score_threshold
     write_predictions(predict_records(detector, _read_records([images]), progress=True), out)
