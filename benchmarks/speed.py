@@ -2,6 +2,9 @@
 case end to end, and torchvision's fasterrcnn_resnet50_fpn on the same images in the same run.
 
     python benchmarks/speed.py --coco ~/deepace-runs/data/taichung/val.json --n 20 [--weights FILE]
+
+--no-optimise runs the model as trained (batch norms not folded, channels-first), to measure what
+`deepace count`'s inference optimisations buy.
 """
 
 from __future__ import annotations
@@ -39,12 +42,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-optimise", dest="optimise", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     paths = [r.path for r in read_coco(args.coco)[: args.n]]
-    counter = Counter(args.weights)
+    counter = Counter(args.weights, optimise=args.optimise)
     counter.count_image(paths[0])  # warm-up
-    results: dict[str, float | str] = {"images": len(paths), "threads": args.threads}
+    results: dict[str, float | str | bool] = {
+        "images": len(paths),
+        "threads": args.threads,
+        "optimised": args.optimise,
+    }
     results["deepace_s_per_cell"] = _median_seconds(counter.count_image, paths)
 
     with tempfile.TemporaryDirectory() as tmp:

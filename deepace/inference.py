@@ -176,8 +176,9 @@ class Counter:
         score_threshold: float | None = None,
         low_confidence_margin: float = 0.1,
         num_threads: int | None = None,
+        optimise: bool = True,
     ) -> None:
-        self.detector = Detector.load(weights, num_threads, optimise=True)
+        self.detector = Detector.load(weights, num_threads, optimise=optimise)
         self.stain = stain
         self.user_threshold = score_threshold
         self.low_confidence_margin = low_confidence_margin
