@@ -4,7 +4,7 @@ feature maps channels-last.
 FrozenBatchNorm2d is a fixed per-channel affine map, so conv -> bn equals one conv with scaled weights and a
 shifted bias; on a CPU the separate elementwise pass costs about as much as a depthwise convolution.
 oneDNN's convolutions (depthwise ones above all) run faster on NHWC tensors than on NCHW ones.
-Both change only floating-point rounding, and both drop the batch-norm parameters from the state dict:
+Both change only floating-point rounding; folding drops the batch-norm parameters from the state dict, so
 apply them to a model that will only be run, never trained or saved."""
 
 from __future__ import annotations
