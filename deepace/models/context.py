@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
+CONTEXT_GRID = 3  # the context pooler's output size, K; the head's fc6_context reads C×K×K features
+
 __all__ = ["ContextRoIPool", "ContextTwoMLPHead", "enlarge_boxes"]
 
 
@@ -60,13 +62,14 @@ class ContextTwoMLPHead(TwoMLPHead):
     weights load unchanged) plus `fc6_context`, a zero-initialised linear map of the C×K×K context
     features (ContextRoIPool's second part), added before fc6's activation."""
 
-    def __init__(self, channels: int, roi_size: int, representation_size: int, context_size: int = 3) -> None:
+    def __init__(
+        self, channels: int, roi_size: int, representation_size: int, context_size: int = CONTEXT_GRID
+    ) -> None:
         super().__init__(channels * roi_size * roi_size, representation_size)
-        self.own_features = channels * roi_size * roi_size
         self.fc6_context = nn.Linear(channels * context_size * context_size, representation_size)
         nn.init.zeros_(self.fc6_context.weight)
         nn.init.zeros_(self.fc6_context.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        own, context = x[:, : self.own_features], x[:, self.own_features :]
+        own, context = x[:, : self.fc6.in_features], x[:, self.fc6.in_features :]
         return F.relu(self.fc7(F.relu(self.fc6(own) + self.fc6_context(context))))

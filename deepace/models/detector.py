@@ -14,7 +14,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from deepace.config import ModelConfig
 from deepace.models.backbones import build_backbone
 from deepace.models.cascade import CascadeRoIHeads
-from deepace.models.context import ContextRoIPool
+from deepace.models.context import CONTEXT_GRID, ContextRoIPool
 from deepace.models.heads import build_box_head
 from deepace.models.pyramid import SingleMap, TwoLevelPyramid
 from deepace.models.rescorer import OverlapRescorer
@@ -78,7 +78,9 @@ class DeepACE(GeneralizedRCNN):
             cascade = {"stages": [(iou, *new_box_head()) for iou in config.cascade_ious]}
         pooler: nn.Module = MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2)
         if config.roi_context is not None:
-            context_pooler = MultiScaleRoIAlign(featmap_names=feature_levels, output_size=3, sampling_ratio=4)
+            context_pooler = MultiScaleRoIAlign(
+                featmap_names=feature_levels, output_size=CONTEXT_GRID, sampling_ratio=4
+            )
             pooler = ContextRoIPool(pooler, context_pooler, config.roi_context)
         roi_heads = heads_class(
             pooler,
