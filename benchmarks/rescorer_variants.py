@@ -24,7 +24,7 @@ from torchvision.ops import box_iou, nms
 from deepace.data.coco import read_coco
 from deepace.data.predictions import ImagePrediction
 from deepace.inference import Detector
-from deepace.metrics import best_count_threshold, evaluate_records
+from deepace.metrics import evaluate_records
 from deepace.models.rescorer import OverlapRescorer
 from deepace.models.soft_nms import soft_nms
 from deepace.rescoring import (
@@ -106,8 +106,8 @@ def predictions(records: list, samples: list, post) -> list[ImagePrediction]:  #
 
 
 def row(name: str, records: list, predictions: list) -> str:
-    threshold = best_count_threshold(records, predictions)
-    m = evaluate_records(records, predictions, score_threshold=threshold, on_warning=lambda _m: None)
+    m = evaluate_records(records, predictions, on_warning=lambda _m: None, tune_threshold=True)
+    threshold = m["tuned_threshold"]
     at50, count = m["by_iou"]["0.5"], m["count"]
     return (
         f"| {name} | {threshold:.3f} | {at50['AP']:.2f} | {at50['WCR']:.1f} | {at50['AER']:.2f} | "

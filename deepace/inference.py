@@ -147,15 +147,18 @@ class Detector:
 
         return prepare_image_and_stain(path, stain, self.config.model.preprocess_threshold)
 
-    def predict_gray(self, gray: np.ndarray, stain: str = "brightfield") -> tuple[np.ndarray, np.ndarray]:
+    def predict_gray(
+        self, gray: np.ndarray, stain: str = "brightfield", magnification: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (N, 4) in the image's pixels and scores (N,), by falling score. `stain` is the stain the
-        image was read as (it picks the model's resize factor for that stain)."""
+        image was read as (it picks the model's resize factor for that stain); `magnification` resizes the
+        image further (`Counter`)."""
         import torch
 
         from deepace.data.images import rescale_gray
         from deepace.models.transform import gray_to_tensor
 
-        seen = rescale_gray(gray, self.config.model.stain_scale(stain))
+        seen = rescale_gray(gray, self.config.model.stain_scale(stain) * magnification)
         with torch.inference_mode():
             out = self.model([gray_to_tensor(seen)])[0]
         scores = out["scores"].numpy().astype(np.float32)
@@ -177,8 +180,13 @@ class Counter:
         low_confidence_margin: float = 0.1,
         num_threads: int | None = None,
         optimise: bool = True,
+        magnification: float = 1.0,
     ) -> None:
+        """`magnification`: resize every image by this factor before the model's own scaling, for spreads
+        imaged at another magnification than the training images (2: chromosomes half the training size;
+        BENCHMARKS.md, "Other magnifications")."""
         self.detector = Detector.load(weights, num_threads, optimise=optimise)
+        self.magnification = magnification
         self.stain = stain
         self.user_threshold = score_threshold
         self.low_confidence_margin = low_confidence_margin
@@ -206,8 +214,8 @@ class Counter:
                 low_confidence_band=self.low_band,
                 error=str(exc),
             )
-        boxes, scores = self.detector.predict_gray(gray, stain)
         threshold = self.threshold_for(stain)
+        boxes, scores = self.detector.predict_gray(gray, stain, self.magnification)
         return CellResult(
             image=path,
             width=gray.shape[1],

@@ -135,3 +135,46 @@ def test_a_folder_with_a_corrupt_image_reports_it(tmp_path: Path, model_file: Pa
     result = CliRunner().invoke(app, ["count", str(tmp_path / "case"), "--weights", str(model_file)])
     assert result.exit_code == 1
     assert "cut-off.jpg" in result.output and "1 file(s) could not be counted" in result.output
+
+
+class _OneBoxModel:
+    """Stands in for the network: records the input size and returns one box in input pixels."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def eval(self) -> "_OneBoxModel":
+        return self
+
+    def __call__(self, images: list) -> list[dict]:
+        import torch
+
+        self.seen.append(tuple(images[0].shape[-2:]))
+        return [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0]]), "scores": torch.tensor([0.9])}]
+
+
+def test_magnification_resizes_the_input_and_maps_boxes_back(tmp_path: Path, model_file: Path) -> None:
+    from deepace.inference import Counter
+
+    write_blob_records(tmp_path, 1, size=128)
+    image = next(tmp_path.rglob("*.png"))
+    counter = Counter(model_file, stain="brightfield", magnification=2.0)
+    fake = _OneBoxModel()
+    counter.detector.model = fake
+    scale = counter.detector.config.model.stain_scale("brightfield") * 2.0
+    result = counter.count_image(image)
+    assert fake.seen == [(round(128 * scale), round(128 * scale))]
+    np.testing.assert_allclose(result.boxes[0], np.array([10, 20, 50, 60]) / scale, rtol=1e-6)
+    assert (result.width, result.height) == (128, 128)  # the image's own pixels
+
+
+def test_magnification_option_reaches_the_counter(tmp_path: Path, model_file: Path) -> None:
+    write_blob_records(tmp_path / "cells", 1, size=128)
+    base = ["count", str(tmp_path / "cells"), "--weights", str(model_file), "--json"]
+    plain = CliRunner().invoke(app, [*base, str(tmp_path / "a.json")])
+    enlarged = CliRunner().invoke(app, [*base, str(tmp_path / "b.json"), "--magnification", "1.5"])
+    assert plain.exit_code == 0 and enlarged.exit_code == 0, plain.output + enlarged.output
+    a, b = (json.loads((tmp_path / n).read_text())["images"][0] for n in ("a.json", "b.json"))
+    assert a["detections"] != b["detections"]  # the model saw another image
+    bad = CliRunner().invoke(app, [*base, str(tmp_path / "c.json"), "--magnification", "0"])
+    assert bad.exit_code != 0

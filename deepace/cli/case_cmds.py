@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from deepace.cli.count_cmd import magnification_option
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 
@@ -91,6 +92,7 @@ def register(app: typer.Typer) -> None:
             None, "--score-threshold", min=0.0, max=1.0, help="Count detections scoring at least this."
         ),
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
+        magnification: float = magnification_option(),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Count every cell of a case and write the case report (HTML, CSV, JSON)."""
@@ -103,7 +105,9 @@ def register(app: typer.Typer) -> None:
         if not case_io.case_images(case_dir):
             err.print(f"[red]{case_dir}: no image found (TIFF, PNG, JPEG or BMP)[/red]")
             raise typer.Exit(1)
-        counter = Counter(weights=weights, stain=stain, score_threshold=score_threshold)
+        counter = Counter(
+            weights=weights, stain=stain, score_threshold=score_threshold, magnification=magnification
+        )
         _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
         err.print(f"Model output for the review app: {case_io.model_json_path(case_dir)}")
@@ -118,6 +122,7 @@ def register(app: typer.Typer) -> None:
         ),
         score_threshold: float | None = typer.Option(None, "--score-threshold", min=0.0, max=1.0),
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
+        magnification: float = magnification_option(),
     ) -> None:
         """Open the review app: check and correct the automatic counts in a browser."""
         import uvicorn
@@ -134,7 +139,9 @@ def register(app: typer.Typer) -> None:
         def counter_factory() -> Any:
             from deepace.inference import Counter
 
-            return Counter(weights=weights, stain=stain, score_threshold=score_threshold)
+            return Counter(
+                weights=weights, stain=stain, score_threshold=score_threshold, magnification=magnification
+            )
 
         allowed: Sequence[str] = LOOPBACK_HOSTS
         if host not in LOOPBACK:

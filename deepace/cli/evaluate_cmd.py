@@ -12,7 +12,7 @@ from rich.table import Table
 
 from deepace.data.predictions import PredictionFileError, read_predictions
 from deepace.data.records import AnnotationError, ImageRecord
-from deepace.metrics import best_count_threshold, evaluate_records
+from deepace.metrics import evaluate_records
 
 _err = Console(stderr=True)
 
@@ -127,10 +127,10 @@ def evaluate(
     if tune_threshold:
         if score_threshold is not None:
             raise _fail("give --score-threshold or --tune-threshold, not both")
-        score_threshold = best_count_threshold(records, predictions)
-    result = evaluate_records(records, predictions, score_threshold, on_warning=warn)
-    if tune_threshold:
-        result["tuned_threshold"] = score_threshold
+    result = evaluate_records(
+        records, predictions, score_threshold, on_warning=warn, tune_threshold=tune_threshold
+    )
+    score_threshold = result.get("tuned_threshold", score_threshold)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -58,9 +58,13 @@ def _warn(message: str) -> None:
 def best_count_threshold(gt_records: Sequence[ImageRecord], predictions: Sequence[ImagePrediction]) -> float:
     """The score threshold (0.05…0.95 in steps of 0.025) at which the predictions count the records best
     (`tune_score_threshold`); predictions are paired with records as in `evaluate_records`."""
+    matched, _ = match_predictions(gt_records, predictions)
+    return _best_threshold(gt_records, matched)
+
+
+def _best_threshold(gt_records: Sequence[ImageRecord], matched: Sequence[ImagePrediction | None]) -> float:
     from deepace.metrics.threshold import tune_score_threshold
 
-    matched, _ = match_predictions(gt_records, predictions)
     scores = [_EMPTY_SCORES if p is None else p.scores for p in matched]
     return tune_score_threshold(scores, expected_counts(gt_records))[0]
 
@@ -70,6 +74,7 @@ def evaluate_records(
     predictions: Sequence[ImagePrediction],
     score_threshold: float | None = None,
     on_warning: Callable[[str], None] | None = None,
+    tune_threshold: bool = False,
 ) -> dict[str, Any]:
     """Everything `deepace evaluate --json` prints, for ground-truth records and predictions.
 
@@ -82,11 +87,15 @@ def evaluate_records(
              "count": {"exact", "within1", "mae", "bias"}, "coco": {"mAP", "AP50"},
              "review": {"0.1": {"flagged_mean", "flagged_median", "exact", ...}, ...}}, percentages 0-100;
     "review" is the count accuracy once the boxes flagged in a band t ± m are checked (metrics.review).
+    With `tune_threshold`, everything is counted at `best_count_threshold` (instead of `score_threshold`),
+    returned as "tuned_threshold".
     """
     report = on_warning or _warn
     matched, messages = match_predictions(gt_records, predictions)
     for message in messages:
         report(message)
+    if tune_threshold:
+        score_threshold = _best_threshold(gt_records, matched)
 
     gts = [rec.boxes for rec in gt_records]
     preds = [(_EMPTY_BOXES, _EMPTY_SCORES) if p is None else (p.boxes, p.scores) for p in matched]
@@ -97,9 +106,12 @@ def evaluate_records(
     counts = [0 if p is None else p.count_at(t) for p, t in zip(matched, thresholds, strict=True)]
     expected = expected_counts(gt_records)
     accuracy = count_accuracy(counts, expected)
-    return {
+    result = {
         "by_iou": evaluate_detections(gts, preds, PAPER_IOU_THRESHOLDS, thresholds),
         "count": {key: accuracy[key] for key in ("exact", "within1", "mae", "bias")},
         "coco": coco_map(gts, preds),
         "review": review_effect(gts, preds, thresholds, expected, REVIEW_MARGINS),
     }
+    if tune_threshold:
+        result["tuned_threshold"] = score_threshold
+    return result
