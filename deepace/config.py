@@ -68,6 +68,11 @@ class ModelConfig:
     # than Taichung's G-band ones. Fluorescence images are enlarged by this factor before input_scale.
     fluorescence_scale: float = 1.0
     preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
+    # The median chromosome width of the training cells in original pixels (deepace.magnification), for
+    # brightfield and fluorescence images: Taichung 14.4, M-FISH 13.4 (BENCHMARKS.md, "Other
+    # magnifications"). `deepace count` advises --magnification when a batch is far from it; set it when
+    # training on other images.
+    typical_chromosome_width: tuple[float, float] = (14.4, 13.4)
 
     def stain_scale(self, stain: str) -> float:
         """Extra resize factor for an image of this stain ('brightfield' or 'fluorescence')."""

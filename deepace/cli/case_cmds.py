@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepace.cli.count_cmd import magnification_option
+from deepace.cli.count_cmd import magnification_option, warn_about_magnification
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 
@@ -108,8 +108,9 @@ def register(app: typer.Typer) -> None:
         counter = Counter(
             weights=weights, stain=stain, score_threshold=score_threshold, magnification=magnification
         )
-        _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
+        results, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
+        warn_about_magnification(counter, [r.image for r in results if not r.error], err)
         err.print(f"Model output for the review app: {case_io.model_json_path(case_dir)}")
 
     @app.command("serve")

@@ -67,6 +67,7 @@ def count_command(
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)
+    warn_about_magnification(counter, [r.image for r in results if not r.error], err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
     if out is not None:
         _write_annotated(results, out)
@@ -81,6 +82,19 @@ def count_command(
         for r in failed:
             err.print(f"  {r.error}")
         raise typer.Exit(1)
+
+
+def warn_about_magnification(counter, paths: list[Path], console: Console) -> None:  # noqa: ANN001
+    """Advise --magnification when the chromosomes look far from the training size (deepace.magnification)."""
+    from deepace.magnification import magnification_advice
+
+    advice = magnification_advice(counter.detector, paths, counter.stain, counter.magnification)
+    for stain, factor in advice.items():
+        console.print(
+            f"[yellow]warning: the chromosomes in these {stain} images look about {1 / factor:.1f}x the size "
+            f"of the model's training images' (at --magnification {counter.magnification:g}); counts may be "
+            f"far off. Try --magnification {factor:g}.[/yellow]"
+        )
 
 
 def _missing(path: Path):  # noqa: ANN202

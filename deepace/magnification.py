@@ -1,0 +1,95 @@
+"""Is a batch of spreads imaged at the magnification the model was trained at? (not in the paper)
+
+A detector trained on one chromosome size misses much at another: on Taichung validation cells shrunk to
+half size the shipped model counts 13 of 46 on average (BENCHMARKS.md, "Other magnifications"), and it says
+nothing, since its errors are confident ones. `deepace count --magnification F` resizes the images; this
+module tells the user when to use it.
+
+The measure is the chromosomes' width, read from the pixels, not from the detector's boxes: at the wrong
+size the detector boxes pairs and clusters, so its boxes drift back towards the size it knows. Width is the
+median, over the skeleton of the dark (chromosome) pixels, of twice the distance to the background: a
+chromatid-pair width that scales with magnification and hardly depends on how long the chromosomes are. On
+single cells it is noisy (DAPI above all), so the advice is the median over several images of one stain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from deepace.inference import Detector
+
+# Batches whose chromosomes are within this factor of the training width are left alone: at 1.4, 3% of
+# single G-band validation cells at their own size would be flagged, 89-95% of those resized by 0.5 or 2.
+TOLERANCE = 1.4
+# Images per stain read for the advice (the median over them; each costs about 0.15 s)
+SAMPLE = 8
+# The chromosomes are dark below this grey level once the paper's pre-processing has whitened the background
+# (pixels > 200 set to 255; DAPI images are inverted to look the same).
+FOREGROUND_BELOW = 200
+# Widths are measured with the image resized to about the network's input size (0.75 x the stain's own
+# resize for the shipped model), cheap and fine enough for widths of 5-20 px.
+WORKING_SCALE = 0.75
+
+
+def chromosome_width(gray: np.ndarray, stain_scale: float = 1.0) -> float | None:
+    """The median chromosome width in the image's pixels, or None where nothing dark enough is found.
+    `gray`: brightfield-looking uint8 after the paper's pre-processing; `stain_scale`: the model's resize
+    for this stain (DAPI chromosomes are small, and are measured enlarged as the model sees them)."""
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    from deepace.data.images import rescale_gray
+
+    scale = WORKING_SCALE * stain_scale
+    foreground = ndimage.binary_opening(rescale_gray(gray, scale) < FOREGROUND_BELOW)
+    widths = 2 * ndimage.distance_transform_edt(foreground)[skeletonize(foreground)]
+    if len(widths) < 20:
+        return None
+    return float(np.median(widths)) / scale
+
+
+def suggested_magnification(
+    widths: Sequence[float | None], typical: float, current: float = 1.0
+) -> float | None:
+    """The resize (rounded to 0.1) that brings the median of `widths` (measured on the images as they are)
+    to `typical`; None when the images resized by `current` are already within TOLERANCE of it, or nothing
+    was measured."""
+    measured = [w for w in widths if w]
+    if not measured:
+        return None
+    factor = typical / float(np.median(measured))
+    if 1 / TOLERANCE <= factor / current <= TOLERANCE:
+        return None
+    return round(factor, 1)
+
+
+def magnification_advice(
+    detector: Detector, paths: Sequence[Path], stain: str = "auto", magnification: float = 1.0
+) -> dict[str, float]:
+    """{stain: suggested --magnification} for the stains whose chromosomes in `paths` (up to SAMPLE images
+    each, spread over the list) are more than TOLERANCE away from the model's training width at the
+    `magnification` already used; {} when all look right. Unreadable images are skipped."""
+    from deepace.data.images import ImageReadError
+
+    widths: dict[str, list[float | None]] = {}
+    step = max(1, len(paths) // (2 * SAMPLE))
+    for path in list(paths)[::step]:
+        try:
+            gray, used = detector.prepare_with_stain(path, stain)
+        except (ImageReadError, OSError, ValueError):
+            continue
+        found = widths.setdefault(used, [])
+        if len(found) < SAMPLE:
+            found.append(chromosome_width(gray, detector.config.model.stain_scale(used)))
+    advice: dict[str, float] = {}
+    for used, found in widths.items():
+        typical = detector.config.model.typical_chromosome_width[1 if used == "fluorescence" else 0]
+        factor = suggested_magnification(found, typical, magnification)
+        if factor is not None:
+            advice[used] = factor
+    return advice

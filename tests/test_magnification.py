@@ -1,0 +1,66 @@
+"""Magnification advice (deepace/magnification.py): chromosome width from the pixels, and when to advise."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from deepace.cli import app
+from deepace.data.images import rescale_gray
+from deepace.data.synth import make_spread
+from deepace.inference import save_model
+from deepace.magnification import TOLERANCE, chromosome_width, suggested_magnification
+from deepace.models.detector import build_detector
+from tests.helpers_detection import tiny_config
+
+
+def _spread(size: int, seed: int = 3) -> np.ndarray:
+    return make_spread(np.random.default_rng(seed), 46, size, nuclei=0, debris=0)[0]
+
+
+def test_width_scales_with_the_image() -> None:
+    gray = _spread(512)
+    width = chromosome_width(gray)
+    assert width is not None and 5 < width < 15
+    assert chromosome_width(rescale_gray(gray, 2.0)) == pytest.approx(2 * width, rel=0.15)
+    assert chromosome_width(rescale_gray(gray, 0.7)) == pytest.approx(0.7 * width, rel=0.15)
+
+
+def test_width_of_a_bar_of_known_width() -> None:
+    gray = np.full((200, 200), 255, np.uint8)
+    gray[40:160, 90:110] = 60  # a dark bar 20 px wide
+    assert chromosome_width(gray) == pytest.approx(20, rel=0.15)
+    assert chromosome_width(np.full((100, 100), 255, np.uint8)) is None  # nothing dark
+
+
+def test_advice_only_outside_the_tolerance() -> None:
+    assert suggested_magnification([7.0, 7.5, 8.0, None], 15.0) == pytest.approx(2.0)
+    assert suggested_magnification([30.0, 31.0], 15.0) == pytest.approx(0.5)
+    assert suggested_magnification([14.0, 16.0], 15.0) is None
+    assert suggested_magnification([15.0 / (TOLERANCE * 0.95)], 15.0) is None
+    assert suggested_magnification([7.5], 15.0, current=2.0) is None  # already resized
+    assert suggested_magnification([None], 15.0) is None and suggested_magnification([], 15.0) is None
+
+
+def test_count_advises_magnification_for_small_chromosomes(tmp_path: Path) -> None:
+    config = tiny_config()
+    model = tmp_path / "tiny.pt"
+    save_model(model, build_detector(config.model), config, score_threshold=0.3)
+    typical = config.model.typical_chromosome_width[0]
+    for name, size in (("small", 384), ("right", 1024)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for seed in range(2):
+            Image.fromarray(_spread(size, seed)).save(folder / f"{seed}.png")
+    args = ["count", "--weights", str(model), "--stain", "brightfield"]
+
+    def run(*extra: str) -> str:
+        result = CliRunner().invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())  # the console wraps long lines
+
+    assert "brightfield images look about 0.5x the size" in run(str(tmp_path / "small"))
+    assert "Try --magnification" not in run(str(tmp_path / "right")), typical
+    assert "Try --magnification" not in run(str(tmp_path / "small"), "--magnification", "2")
