@@ -244,8 +244,15 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     case = make_case(tmp_path, [46, 47], broken=True)
     made: list[dict] = []
 
-    def fake_counter(weights=None, stain="auto", score_threshold=None):
-        made.append({"weights": weights, "stain": stain, "score_threshold": score_threshold})
+    def fake_counter(weights=None, stain="auto", score_threshold=None, magnification=1.0):
+        made.append(
+            {
+                "weights": weights,
+                "stain": stain,
+                "score_threshold": score_threshold,
+                "magnification": magnification,
+            }
+        )
         return FakeCounter({"cell01.png": 46, "cell02.png": 47})
 
     monkeypatch.setattr(deepace.inference, "Counter", fake_counter, raising=False)
@@ -264,11 +271,13 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
             "0.6",
             "--stain",
             "brightfield",
+            "--magnification",
+            "1.5",
             "--no-progress",
         ],
     )
     assert res.exit_code == 0, res.output
-    assert made == [{"weights": None, "stain": "brightfield", "score_threshold": 0.6}]
+    assert made == [{"weights": None, "stain": "brightfield", "score_threshold": 0.6, "magnification": 1.5}]
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
     assert case_io.model_json_path(case).is_file()
     assert "broken.png" in res.output and "Report:" in res.output

@@ -64,3 +64,30 @@ def test_count_advises_magnification_for_small_chromosomes(tmp_path: Path) -> No
     assert "brightfield images look about 0.5x the size" in run(str(tmp_path / "small"))
     assert "Try --magnification" not in run(str(tmp_path / "right")), typical
     assert "Try --magnification" not in run(str(tmp_path / "small"), "--magnification", "2")
+
+
+def test_case_report_flags_a_case_at_the_wrong_magnification(tmp_path: Path) -> None:
+    import json
+
+    from deepace.cli.case_cmds import count_case
+    from deepace.inference import Counter
+    from deepace.report import case as case_io
+    from deepace.report.rules import magnification_flags
+
+    assert magnification_flags({}) == []
+    config = tiny_config()
+    model = tmp_path / "tiny.pt"
+    save_model(model, build_detector(config.model), config, score_threshold=0.3)
+    case = tmp_path / "case"
+    case.mkdir()
+    for seed in range(3):
+        Image.fromarray(_spread(384, seed)).save(case / f"cell{seed}.png")
+    results, paths = count_case(case, Counter(model, stain="brightfield"), progress=False)
+    codes = [f["code"] for f in json.loads(paths["json"].read_text())["flags"]]
+    assert "CHECK_MAGNIFICATION" in codes
+    # kept in model.json, so a report rebuilt later (after review) still carries it
+    assert set(case_io.model_magnification_advice(case)) == {"brightfield"}
+    rebuilt = case_io.build_case_report(case, results, tmp_path / "again")
+    assert "CHECK_MAGNIFICATION" in rebuilt["json"].read_text()
+    _, paths = count_case(case, Counter(model, stain="brightfield", magnification=2.0), progress=False)
+    assert "CHECK_MAGNIFICATION" not in paths["json"].read_text()

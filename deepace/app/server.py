@@ -217,7 +217,8 @@ class ReviewApp:
             images = case.images()
             reviews = case_io.read_corrections(case.dir)
         results = {name: model.get(name) for name, _ in images.values()}
-        summary = case_io.summarize_case(case.id, results, reviews).to_dict()
+        advice = case_io.model_magnification_advice(case.dir)
+        summary = case_io.summarize_case(case.id, results, reviews, magnification_advice=advice).to_dict()
         ids = {name: cid for cid, (name, _) in images.items()}
         for cell in summary["cells"]:
             cell["id"] = ids[cell["name"]]

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepace.cli.count_cmd import magnification_option, warn_about_magnification
+from deepace.cli.count_cmd import magnification_option
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 
@@ -53,7 +53,13 @@ def count_case(
             bar.update(task, description=path.name)
             results.append(counter.count_image(path))
             bar.advance(task)
-    case_io.write_model_json(case_dir, results, stain=stain)
+    advice = None
+    if hasattr(counter, "detector"):  # a Counter (tests pass stand-ins)
+        from deepace.magnification import magnification_advice
+
+        counted = [r.image for r in results if not r.error]
+        advice = magnification_advice(counter.detector, counted, counter.stain, counter.magnification)
+    case_io.write_model_json(case_dir, results, stain=stain, magnification_advice=advice)
     paths = case_io.build_case_report(case_dir, results, out_dir, stain=stain)
     return results, paths
 
@@ -108,9 +114,8 @@ def register(app: typer.Typer) -> None:
         counter = Counter(
             weights=weights, stain=stain, score_threshold=score_threshold, magnification=magnification
         )
-        results, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
+        _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
-        warn_about_magnification(counter, [r.image for r in results if not r.error], err)
         err.print(f"Model output for the review app: {case_io.model_json_path(case_dir)}")
 
     @app.command("serve")

@@ -151,12 +151,20 @@ def _by_image(data: dict[str, Any]) -> dict[Any, list[dict[str, Any]]]:
 # ------------------------------------------------------------------------------------------ model.json
 
 
-def write_model_json(case_dir: Path, results: Sequence[CellResult], stain: str = "auto") -> Path:
+def write_model_json(
+    case_dir: Path,
+    results: Sequence[CellResult],
+    stain: str = "auto",
+    magnification_advice: dict[str, float] | None = None,
+) -> Path:
     """Save the model's raw output (all boxes, with scores) as COCO in CASE/deepace-review/model.json.
-    Entries already there for other images are kept, so cells counted later (uploads) are added."""
+    Entries already there for other images are kept, so cells counted later (uploads) are added; so is the
+    magnification advice (deepace.magnification) unless a new one is given."""
     case_dir = Path(case_dir)
     path = model_json_path(case_dir)
     kept = read_model_json(case_dir) if path.exists() else {}
+    if magnification_advice is None:
+        magnification_advice = model_magnification_advice(case_dir)
     for r in results:
         kept[cell_name(r.image, case_dir)] = r
 
@@ -188,6 +196,7 @@ def write_model_json(case_dir: Path, results: Sequence[CellResult], stain: str =
             "date_created": _now(),
             "image_root": "..",
             "stain": stain,
+            "magnification_advice": magnification_advice,
         },
         "licenses": [],
         "images": images,
@@ -225,6 +234,16 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             error=meta.get("error"),
         )
     return out
+
+
+def model_magnification_advice(case_dir: Path) -> dict[str, float]:
+    """{stain: suggested --magnification} saved when the case was counted ({} if none or unknown)."""
+    try:
+        data = _read_json(model_json_path(case_dir))
+    except ValueError:
+        return {}
+    advice = ((data or {}).get("info") or {}).get("magnification_advice") or {}
+    return {str(k): float(v) for k, v in advice.items()}
 
 
 def model_stain(case_dir: Path) -> str:
@@ -426,6 +445,7 @@ def summarize_case(
     results: dict[str, CellResult | None],
     reviews: dict[str, CellReview],
     expected: int = rules.NORMAL_COUNT,
+    magnification_advice: dict[str, float] | None = None,
 ) -> CaseSummary:
     """Final counts (corrections first), the modal count, cells off the mode and all flags."""
     cells = [_cell_summary(n, results[n], reviews.get(n)) for n in sorted(results)]
@@ -440,6 +460,7 @@ def summarize_case(
         n_low_confidence_cells=sum(1 for c in counted if c.low_confidence and not c.reviewed),
         n_unreadable=len(cells) - len(counted),
     )
+    flags += rules.magnification_flags(magnification_advice or {})
     return CaseSummary(name, expected, cells, mode, rules.sort_flags(flags))
 
 
@@ -685,7 +706,7 @@ def build_case_report(
     stain = model_stain(case_dir) if stain is None else stain
     by_name: dict[str, CellResult | None] = {cell_name(r.image, case_dir): r for r in results}
     reviews = {k: v for k, v in read_corrections(case_dir).items() if k in by_name}
-    summary = summarize_case(case_dir.name, by_name, reviews, expected)
+    summary = summarize_case(case_dir.name, by_name, reviews, expected, model_magnification_advice(case_dir))
 
     thumbs: dict[str, str] = {}
     for cell in summary.cells:

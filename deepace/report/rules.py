@@ -191,3 +191,17 @@ def review_flags(n_cells: int, n_reviewed: int, n_low_confidence_cells: int, n_u
 def sort_flags(flags: Sequence[Flag]) -> list[Flag]:
     """Most severe first, keeping the original order within a severity."""
     return sorted(flags, key=lambda f: -SEVERITIES.index(f.severity))
+
+
+def magnification_flags(advice: dict[str, float]) -> list[Flag]:
+    """A flag per stain whose chromosomes look far from the model's training size (deepace.magnification):
+    such counts can be far off with no low-confidence box to show it."""
+    return [
+        Flag(
+            "CHECK_MAGNIFICATION",
+            "alert",
+            f"The chromosomes in the {stain} images look about {1 / factor:.1f}x the size of the model's "
+            f"training images': counts may be far off. Recount with --magnification {factor:g}.",
+        )
+        for stain, factor in sorted(advice.items())
+    ]
