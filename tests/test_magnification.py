@@ -11,7 +11,13 @@ from deepace.cli import app
 from deepace.data.images import rescale_gray
 from deepace.data.synth import make_spread
 from deepace.inference import save_model
-from deepace.magnification import TOLERANCE, chromosome_width, suggested_magnification
+from deepace.magnification import (
+    BATCH,
+    BATCH_TOLERANCE,
+    TOLERANCE,
+    chromosome_width,
+    suggested_magnification,
+)
 from deepace.models.detector import build_detector
 from tests.helpers_detection import tiny_config
 
@@ -40,6 +46,10 @@ def test_advice_only_outside_the_tolerance() -> None:
     assert suggested_magnification([30.0, 31.0], 15.0) == pytest.approx(0.5)
     assert suggested_magnification([14.0, 16.0], 15.0) is None
     assert suggested_magnification([15.0 / (TOLERANCE * 0.95)], 15.0) is None
+    # a median over a batch varies less, so a smaller deviation is enough
+    between = 15.0 / ((TOLERANCE + BATCH_TOLERANCE) / 2)
+    assert suggested_magnification([between] * (BATCH - 1), 15.0) is None
+    assert suggested_magnification([between] * BATCH, 15.0) is not None
     assert suggested_magnification([7.5], 15.0, current=2.0) is None  # already resized
     assert suggested_magnification([None], 15.0) is None and suggested_magnification([], 15.0) is None
 
