@@ -1,8 +1,9 @@
 """Is a batch of spreads imaged at the magnification the model was trained at? (not in the paper)
 
 A detector trained on one chromosome size misses much at another: on Taichung validation cells shrunk to
-half size the shipped model counts 13 of 46 on average (BENCHMARKS.md, "Other magnifications"), and it says
-nothing, since its errors are confident ones. `deepace count --magnification F` resizes the images; this
+half size the shipped model misses 34 chromosomes per cell on average, at 0.7 of their size 6
+(BENCHMARKS.md, "Other magnifications"), and it says nothing, since its errors are confident ones.
+`deepace count --magnification F` resizes the images; this
 module tells the user when to use it.
 
 The measure is the chromosomes' width, read from the pixels, not from the detector's boxes: at the wrong
