@@ -3,8 +3,7 @@
 A detector trained on one chromosome size misses much at another: on Taichung validation cells shrunk to
 half size the shipped model misses 34 chromosomes per cell on average, at 0.7 of their size 6
 (BENCHMARKS.md, "Other magnifications"), and it says nothing, since its errors are confident ones.
-`deepace count --magnification F` resizes the images; this
-module tells the user when to use it.
+`deepace count --magnification F` resizes the images; this module tells the user when to use it.
 
 The measure is the chromosomes' width, read from the pixels, not from the detector's boxes: at the wrong
 size the detector boxes pairs and clusters, so its boxes drift back towards the size it knows. Width is the
