@@ -14,28 +14,17 @@ model at this recipe is in BENCHMARKS.md, "VGG16 … at a mid CPU budget").
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from speed import median_seconds  # benchmarks/ is on the path when a script in it runs
 
 from deepace.data.coco import read_coco
 from deepace.inference import Detector
 from deepace.models.detector import build_detector
 from deepace.models.fuse import optimise_for_inference
 from deepace.models.transform import gray_to_tensor
-
-
-def _median_seconds(fn, items) -> float:  # noqa: ANN001
-    fn(items[0])  # warm-up
-    times = []
-    for item in items:
-        tic = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -59,8 +48,12 @@ def main() -> None:
 
         return run
 
-    whole = _median_seconds(lambda g: detector.predict_gray(g), grays)
-    shipped_features = _median_seconds(features_of(detector.model), inputs)
+    def timed(fn, items) -> float:  # noqa: ANN001
+        fn(items[0])  # warm-up
+        return median_seconds(fn, items)
+
+    whole = timed(lambda g: detector.predict_gray(g), grays)
+    shipped_features = timed(features_of(detector.model), inputs)
     print(f"{len(grays)} Taichung spreads, {args.threads} threads; medians in seconds per spread")
     print("| backbone (+ pyramid) | feature extraction | estimated s per spread |")
     print("|---|---|---|")
@@ -69,7 +62,7 @@ def main() -> None:
     for backbone in args.backbones:
         model = build_detector(replace(detector.config.model, backbone=backbone), load_backbone_weights=False)
         optimise_for_inference(model.eval())
-        seconds = _median_seconds(features_of(model), inputs)
+        seconds = timed(features_of(model), inputs)
         print(f"| {backbone} | {seconds:.3f} | {whole - shipped_features + seconds:.3f} |", flush=True)
 
 

@@ -27,7 +27,8 @@ from deepace.inference import Counter
 from deepace.models.transform import gray_to_tensor
 
 
-def _median_seconds(fn, items) -> float:  # noqa: ANN001
+def median_seconds(fn, items) -> float:  # noqa: ANN001
+    """The median over `items` of the seconds `fn(item)` takes."""
     times = []
     for item in items:
         tic = time.perf_counter()
@@ -53,12 +54,12 @@ def main() -> None:
         "threads": args.threads,
         "optimised": args.optimise,
     }
-    results["deepace_s_per_cell"] = _median_seconds(counter.count_image, paths)
+    results["deepace_s_per_cell"] = median_seconds(counter.count_image, paths)
 
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "spread_1600x1200.png"
         Image.open(paths[0]).convert("L").resize((1600, 1200), Image.BILINEAR).save(big)
-        results["deepace_s_1600x1200"] = _median_seconds(counter.count_image, [big] * 3)
+        results["deepace_s_1600x1200"] = median_seconds(counter.count_image, [big] * 3)
         case = Path(tmp) / "case"
         case.mkdir()
         for p in paths[:20]:
@@ -77,7 +78,7 @@ def main() -> None:
             peer([gray_to_tensor(g)])
 
     run_peer(gray[0])
-    results["fasterrcnn_resnet50_fpn_s_per_cell"] = _median_seconds(run_peer, gray)
+    results["fasterrcnn_resnet50_fpn_s_per_cell"] = median_seconds(run_peer, gray)
     results["speedup_vs_resnet50_fpn"] = (
         results["fasterrcnn_resnet50_fpn_s_per_cell"] / results["deepace_s_per_cell"]
     )
