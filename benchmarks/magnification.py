@@ -50,7 +50,7 @@ def advice_table(args: argparse.Namespace) -> None:
             for path in paths:
                 gray, stain = detector.prepare_with_stain(path)
                 widths.append(chromosome_width(gray, detector.config.model.stain_scale(stain)))
-                typical = detector.config.model.typical_chromosome_width[1 if stain == "fluorescence" else 0]
+                typical = detector.config.model.typical_width(stain)
                 flagged += suggested_magnification([widths[-1]], typical) is not None
             advice = magnification_advice(detector, paths)
             print(

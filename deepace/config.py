@@ -74,6 +74,10 @@ class ModelConfig:
     # training on other images.
     typical_chromosome_width: tuple[float, float] = (14.4, 13.4)
 
+    def typical_width(self, stain: str) -> float:
+        """`typical_chromosome_width` for an image of this stain."""
+        return self.typical_chromosome_width[1 if stain == "fluorescence" else 0]
+
     def stain_scale(self, stain: str) -> float:
         """Extra resize factor for an image of this stain ('brightfield' or 'fluorescence')."""
         return self.fluorescence_scale if stain == "fluorescence" else 1.0

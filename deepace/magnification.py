@@ -92,7 +92,7 @@ def magnification_advice(
         widths.setdefault(used, []).append(chromosome_width(gray, detector.config.model.stain_scale(used)))
     advice: dict[str, float] = {}
     for used, found in widths.items():
-        typical = detector.config.model.typical_chromosome_width[1 if used == "fluorescence" else 0]
+        typical = detector.config.model.typical_width(used)
         factor = suggested_magnification(found, typical, magnification)
         if factor is not None:
             advice[used] = factor

@@ -55,14 +55,11 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def best_count_threshold(gt_records: Sequence[ImageRecord], predictions: Sequence[ImagePrediction]) -> float:
-    """The score threshold (0.05…0.95 in steps of 0.025) at which the predictions count the records best
-    (`tune_score_threshold`); predictions are paired with records as in `evaluate_records`."""
-    matched, _ = match_predictions(gt_records, predictions)
-    return _best_threshold(gt_records, matched)
-
-
-def _best_threshold(gt_records: Sequence[ImageRecord], matched: Sequence[ImagePrediction | None]) -> float:
+def best_count_threshold(
+    gt_records: Sequence[ImageRecord], matched: Sequence[ImagePrediction | None]
+) -> float:
+    """The score threshold (0.05…0.95 in steps of 0.025) at which the predictions paired with the records
+    (`match_predictions`) count them best (`tune_score_threshold`)."""
     from deepace.metrics.threshold import tune_score_threshold
 
     scores = [_EMPTY_SCORES if p is None else p.scores for p in matched]
@@ -95,7 +92,7 @@ def evaluate_records(
     for message in messages:
         report(message)
     if tune_threshold:
-        score_threshold = _best_threshold(gt_records, matched)
+        score_threshold = best_count_threshold(gt_records, matched)
 
     gts = [rec.boxes for rec in gt_records]
     preds = [(_EMPTY_BOXES, _EMPTY_SCORES) if p is None else (p.boxes, p.scores) for p in matched]
