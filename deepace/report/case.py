@@ -236,23 +236,24 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
     return out
 
 
-def model_magnification_advice(case_dir: Path) -> dict[str, float]:
-    """{stain: suggested --magnification} saved when the case was counted ({} if none or unknown)."""
+def _model_info(case_dir: Path) -> dict[str, Any]:
+    """model.json's "info" block ({} if the case was never counted or the file is unreadable)."""
     try:
         data = _read_json(model_json_path(case_dir))
     except ValueError:
         return {}
-    advice = ((data or {}).get("info") or {}).get("magnification_advice") or {}
+    return (data or {}).get("info") or {}
+
+
+def model_magnification_advice(case_dir: Path) -> dict[str, float]:
+    """{stain: suggested --magnification} saved when the case was counted ({} if none or unknown)."""
+    advice = _model_info(case_dir).get("magnification_advice") or {}
     return {str(k): float(v) for k, v in advice.items()}
 
 
 def model_stain(case_dir: Path) -> str:
     """The stain setting the case was counted with ('auto' if unknown)."""
-    try:
-        data = _read_json(model_json_path(case_dir))
-    except ValueError:
-        return "auto"
-    return str(((data or {}).get("info") or {}).get("stain", "auto"))
+    return str(_model_info(case_dir).get("stain", "auto"))
 
 
 # ------------------------------------------------------------------------------------------ corrections
