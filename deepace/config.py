@@ -70,13 +70,20 @@ class ModelConfig:
     preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
     # The median chromosome width of the training cells in original pixels (deepace.magnification), for
     # brightfield and fluorescence images: Taichung 14.4, M-FISH 13.4 (BENCHMARKS.md, "Other
-    # magnifications"). `deepace count` advises --magnification when a batch is far from it; set it when
-    # training on other images.
+    # magnifications"). `deepace count` advises --magnification when a batch is far from it; `deepace train`
+    # measures it on the training images.
     typical_chromosome_width: tuple[float, float] = (14.4, 13.4)
 
     def typical_width(self, stain: str) -> float:
         """`typical_chromosome_width` for an image of this stain."""
         return self.typical_chromosome_width[1 if stain == "fluorescence" else 0]
+
+    def with_typical_widths(self, widths: dict[str, float]) -> ModelConfig:
+        """This config with `typical_chromosome_width` from {stain: width}; stains not given keep theirs."""
+        brightfield, fluorescence = self.typical_chromosome_width
+        brightfield = round(widths.get("brightfield", brightfield), 1)
+        fluorescence = round(widths.get("fluorescence", fluorescence), 1)
+        return replace(self, typical_chromosome_width=(brightfield, fluorescence))
 
     def stain_scale(self, stain: str) -> float:
         """Extra resize factor for an image of this stain ('brightfield' or 'fluorescence')."""

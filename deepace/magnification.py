@@ -14,7 +14,7 @@ single cells it is noisy (DAPI above all), so the advice is the median over seve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,8 @@ SAMPLE = 5
 # The chromosomes are dark below this grey level once the paper's pre-processing has whitened the background
 # (pixels > 200 set to 255; DAPI images are inverted to look the same).
 FOREGROUND_BELOW = 200
+# Training images read by `deepace train` to set the model's typical width per stain (random, distinct files).
+TRAINING_SAMPLE = 60
 # Widths are measured with the image resized to about the network's input size (0.75 x the stain's own
 # resize for the shipped model), cheap and fine enough for widths of 5-20 px.
 WORKING_SCALE = 0.75
@@ -97,3 +99,31 @@ def magnification_advice(
         if factor is not None:
             advice[used] = factor
     return advice
+
+
+def training_widths(
+    paths: Sequence[Path],
+    stain_scale: Callable[[str], float],
+    preprocess_threshold: int | None = 200,
+    sample: int = TRAINING_SAMPLE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """{stain: median chromosome width} over up to `sample` of the distinct training images `paths`
+    (chosen at random with `seed`), for each stain found in at least BATCH of them: what
+    `model.typical_chromosome_width` should hold for a model trained on these images. Unreadable images
+    are skipped."""
+    from deepace.data.dataset import prepare_image_and_stain
+    from deepace.data.images import ImageReadError
+
+    distinct = sorted({str(p) for p in paths})
+    order = np.random.default_rng(seed).permutation(len(distinct))[:sample]
+    widths: dict[str, list[float]] = {}
+    for index in order:
+        try:
+            gray, stain = prepare_image_and_stain(Path(distinct[index]), "auto", preprocess_threshold)
+        except (ImageReadError, OSError, ValueError):
+            continue
+        width = chromosome_width(gray, stain_scale(stain))
+        if width is not None:
+            widths.setdefault(stain, []).append(width)
+    return {stain: float(np.median(found)) for stain, found in widths.items() if len(found) >= BATCH}

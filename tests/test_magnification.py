@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deepace.cli import app
-from deepace.data.images import rescale_gray
+from deepace.data.images import paper_preprocess, rescale_gray
 from deepace.data.synth import make_spread
 from deepace.inference import save_model
 from deepace.magnification import (
@@ -17,6 +17,7 @@ from deepace.magnification import (
     TOLERANCE,
     chromosome_width,
     suggested_magnification,
+    training_widths,
 )
 from deepace.models.detector import build_detector
 from tests.helpers_detection import tiny_config
@@ -101,3 +102,53 @@ def test_case_report_flags_a_case_at_the_wrong_magnification(tmp_path: Path) -> 
     assert "CHECK_MAGNIFICATION" in rebuilt["json"].read_text()
     _, paths = count_case(case, Counter(model, stain="brightfield", magnification=2.0), progress=False)
     assert "CHECK_MAGNIFICATION" not in paths["json"].read_text()
+
+
+def _write_spreads(folder: Path, n: int, size: int, fluorescent: bool = False) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(n):
+        gray = _spread(size, seed)
+        path = folder / f"cell{seed}.png"
+        Image.fromarray(255 - gray if fluorescent else gray).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_training_widths_per_stain(tmp_path: Path) -> None:
+    brightfield = _write_spreads(tmp_path / "g", BATCH, 512)
+    fluorescent = _write_spreads(tmp_path / "f", BATCH, 1024, fluorescent=True)  # chromosomes twice as wide
+    widths = training_widths([*brightfield, *brightfield, *fluorescent], lambda stain: 1.0)
+    assert set(widths) == {"brightfield", "fluorescence"}
+    each = [chromosome_width(paper_preprocess(_spread(512, seed))) for seed in range(BATCH)]
+    assert widths["brightfield"] == pytest.approx(float(np.median(each)), rel=0.02)
+    assert widths["fluorescence"] == pytest.approx(2 * widths["brightfield"], rel=0.15)
+    # measured as the model sees them: enlarging DAPI images first does not change their width in pixels
+    enlarged = training_widths(fluorescent, lambda stain: 2.0 if stain == "fluorescence" else 1.0)
+    assert enlarged["fluorescence"] == pytest.approx(widths["fluorescence"], rel=0.1)
+    # a stain seen in fewer than BATCH images, or a sample too small to hold it, is not reported
+    assert set(training_widths([*brightfield, *fluorescent[: BATCH - 1]], lambda s: 1.0)) == {"brightfield"}
+    assert training_widths(brightfield, lambda stain: 1.0, sample=BATCH - 1) == {}
+
+
+def test_train_sets_the_typical_width_from_its_images(tmp_path: Path) -> None:
+    from deepace.config import Config
+    from deepace.data.coco import write_coco
+    from deepace.data.records import ImageRecord
+
+    paths = _write_spreads(tmp_path / "g", BATCH, 512)
+    boxes = np.array([[10.0, 10.0, 40.0, 60.0]], np.float32)
+    write_coco([ImageRecord(p, boxes, width=512, height=512) for p in paths], tmp_path / "train.json")
+    config = tiny_config(iterations=1)
+    save_model(tmp_path / "model.pt", build_detector(config.model), config, 0.5)
+    base = ["train", "--train", str(tmp_path / "train.json"), "--init", str(tmp_path / "model.pt")]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    brightfield, fluorescence = Config.load(tmp_path / "run" / "config.json").model.typical_chromosome_width
+    assert brightfield == pytest.approx(training_widths(paths, lambda stain: 1.0)["brightfield"], abs=0.05)
+    assert brightfield != config.model.typical_chromosome_width[0]
+    assert fluorescence == config.model.typical_chromosome_width[1]  # no DAPI images: kept
+    given = ["--set", "model.typical_chromosome_width=[20.0, 10.0]"]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "run2"), *given])
+    assert result.exit_code == 0, result.output
+    assert Config.load(tmp_path / "run2" / "config.json").model.typical_chromosome_width == (20.0, 10.0)

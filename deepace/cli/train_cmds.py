@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from deepace.config import PRESETS, Config, with_overrides
+from deepace.config import PRESETS, Config, ModelConfig, with_overrides
 
 
 def _read_records(paths: list[Path]):  # noqa: ANN202
@@ -84,7 +84,23 @@ def train_command(
             f"training; refit it afterwards: deepace train-rescorer {out}/best.pt --train … --calibrate-on …",
             err=True,
         )
-    run_training(config, _read_records(train), _read_records(val) if val else [], out, resume=resume)
+    records = _read_records(train)
+    resuming = resume and (out / "config.json").exists()
+    if not resuming and not any(o.startswith("model.typical_chromosome_width=") for o in overrides):
+        config = replace(config, model=measured_typical_widths(config.model, records))
+    run_training(config, records, _read_records(val) if val else [], out, resume=resume)
+
+
+def measured_typical_widths(model: ModelConfig, records: list) -> ModelConfig:  # noqa: ANN001
+    """`model` with `typical_chromosome_width` measured on the training images (deepace.magnification), so
+    that `deepace count` advises --magnification against the size this model is trained at."""
+    from deepace.magnification import training_widths
+
+    widths = training_widths([r.path for r in records], model.stain_scale, model.preprocess_threshold)
+    measured = model.with_typical_widths(widths)
+    shown = ", ".join(f"{stain} {width:.1f} px" for stain, width in sorted(widths.items())) or "none measured"
+    typer.echo(f"typical chromosome width of the training images: {shown}", err=True)
+    return measured
 
 
 def predict_command(
