@@ -288,3 +288,19 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     empty.mkdir()
     res = CliRunner().invoke(app, ["case", str(empty)])
     assert res.exit_code == 1
+
+
+def test_count_alerts_are_provisional_until_every_cell_is_reviewed() -> None:
+    def cell(name: str, n: int) -> CellResult:
+        return CellResult(
+            image=Path(name), boxes=np.zeros((n, 4), np.float32), scores=np.full(n, 0.9, np.float32)
+        )
+
+    results = {f"c{k}.png": cell(f"c{k}.png", n) for k, n in enumerate([45, 45, 45, 46, 47])}
+    unreviewed = case_io.summarize_case("case", results, {})
+    alert = next(f for f in unreviewed.flags if f.code == "ABNORMAL_MODE")
+    assert "5 of 5 not yet reviewed" in alert.message
+    reviews = {name: case_io.CellReview.from_model(r, reviewed=True) for name, r in results.items()}
+    reviewed = case_io.summarize_case("case", results, reviews)
+    alert = next(f for f in reviewed.flags if f.code == "ABNORMAL_MODE")
+    assert "reviewed" not in alert.message  # the same finding, now from checked counts

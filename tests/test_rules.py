@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from deepace.report.rules import (
+    COUNT_ALERTS,
     Flag,
     cells_off_mode,
     count_histogram,
     evaluate_counts,
     modal_count,
+    provisional,
     review_flags,
     sort_flags,
 )
@@ -99,3 +101,17 @@ def test_sort_flags_is_stable_by_severity() -> None:
     flags = [Flag("A", "info", ""), Flag("B", "alert", ""), Flag("C", "warning", ""), Flag("D", "alert", "")]
     assert codes(sort_flags(flags)) == ["B", "D", "C", "A"]
     assert flags[0].to_dict() == {"code": "A", "severity": "info", "message": ""}
+
+
+def test_count_alerts_carry_a_caveat_while_counts_are_unreviewed() -> None:
+    flags = evaluate_counts([45] * 12 + [46] * 5 + [47] * 3)  # abnormal mode, a gain clone, a normal line
+    caveated = provisional(flags, n_unreviewed=4, n_cells=20)
+    assert codes(caveated) == codes(flags)  # same findings, same order and severity
+    for before, after in zip(flags, caveated, strict=True):
+        assert after.severity == before.severity
+        if before.code in COUNT_ALERTS:
+            assert after.message.startswith(before.message) and "4 of 20 not yet reviewed" in after.message
+        else:
+            assert after.message == before.message  # e.g. EXTEND_COUNT
+    assert any(f.code == "EXTEND_COUNT" for f in flags)
+    assert provisional(flags, n_unreviewed=0, n_cells=20) == flags

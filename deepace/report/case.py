@@ -455,9 +455,13 @@ def summarize_case(
     for c in cells:
         c.off_mode = c.count is not None and mode is not None and c.count != mode
     counted = [c for c in cells if c.count is not None]
-    flags = rules.evaluate_counts(counts, expected) + rules.review_flags(
+    n_reviewed = sum(c.reviewed for c in counted)
+    count_flags = rules.provisional(
+        rules.evaluate_counts(counts, expected), len(counted) - n_reviewed, len(counted)
+    )
+    flags = count_flags + rules.review_flags(
         n_cells=len(counted),
-        n_reviewed=sum(c.reviewed for c in counted),
+        n_reviewed=n_reviewed,
         n_low_confidence_cells=sum(1 for c in counted if c.low_confidence and not c.reviewed),
         n_unreadable=len(cells) - len(counted),
     )
