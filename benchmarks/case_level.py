@@ -9,7 +9,7 @@ from the validation cells of the dataset's `normal` and `structural_abnormalitie
 constitutional count is 46, with the cell-to-cell variation of real spreads (a tenth of those cells are
 recorded 45 or 47: chromosomes lost or added in spreading). The cases overlap, so the shares below describe
 this set of cells, not independent patients. Counts are the predictions' own (the model's calibrated
-threshold).
+threshold); `--thresholds` also shows the cases at other counting thresholds.
 """
 
 from __future__ import annotations
@@ -46,19 +46,20 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=20)
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[])
     args = parser.parse_args()
 
     records = read_coco(args.gt)
     preds, _ = match_predictions(records, read_predictions(args.pred))
     pairs = [
-        (rec.expected_count, pred.count)
+        (rec.expected_count, pred)
         for rec, pred in zip(records, preds, strict=True)
         if pred is not None
         and rec.expected_count is not None
         and rec.meta.get("list", "normal") in CONSTITUTIONALLY_46
     ]
     recorded = np.array([r for r, _ in pairs])
-    model = np.array([m for _, m in pairs])
+    model = np.array([p.count for _, p in pairs])
     print(f"{len(pairs)} cells; recorded counts {dict(sorted(Counter(recorded.tolist()).items()))}")
     print(f"model's counts {dict(sorted(Counter(model.tolist()).items()))}")
     print(f"cells counted as recorded: {100 * np.mean(recorded == model):.1f}%")
@@ -92,6 +93,23 @@ def main() -> None:
         "cells the model counts at its mode whose recorded count differs (errors a reviewer who checks only "
         f"the cells off the mode would not see), per case: mean {np.mean(hidden):.2f}"
     )
+
+    if args.thresholds:
+        print("\n| threshold | cells exact | ±1 | bias | cases with modal count 46 | ABNORMAL_MODE alert |")
+        print("|---|---|---|---|---|---|")
+    for threshold in args.thresholds:
+        counts = np.array([p.count_at(threshold) for _, p in pairs])
+        cases = np.random.default_rng(args.seed)
+        summaries = [
+            case_summary(counts[cases.choice(len(pairs), args.cells, replace=False)].tolist())
+            for _ in range(args.cases)
+        ]
+        print(
+            f"| {threshold:g} | {100 * np.mean(counts == recorded):.1f}% "
+            f"| {100 * np.mean(np.abs(counts - recorded) <= 1):.1f}% | {np.mean(counts - recorded):+.2f} "
+            f"| {100 * np.mean([s['mode'] == NORMAL_COUNT for s in summaries]):.1f}% "
+            f"| {100 * np.mean([s['abnormal_mode'] for s in summaries]):.1f}% |"
+        )
 
 
 if __name__ == "__main__":
