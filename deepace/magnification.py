@@ -108,17 +108,20 @@ def training_widths(
     sample: int = TRAINING_SAMPLE,
     seed: int = 0,
 ) -> dict[str, float]:
-    """{stain: median chromosome width} over up to `sample` of the distinct training images `paths`
-    (chosen at random with `seed`), for each stain found in at least BATCH of them: what
-    `model.typical_chromosome_width` should hold for a model trained on these images. Unreadable images
-    are skipped."""
+    """{stain: median chromosome width} over `sample` of the distinct training images `paths` (chosen at
+    random with `seed`), for each stain measured in at least BATCH of them: what
+    `model.typical_chromosome_width` should hold for a model trained on these images. While a stain already
+    seen has fewer than BATCH widths, up to 4 x `sample` images are read (a minority stain, e.g. 99 DAPI
+    among 1,899 training spreads, is then measured too). Unreadable images are skipped."""
     from deepace.data.dataset import prepare_image_and_stain
     from deepace.data.images import ImageReadError
 
     distinct = sorted({str(p) for p in paths})
-    order = np.random.default_rng(seed).permutation(len(distinct))[:sample]
+    order = np.random.default_rng(seed).permutation(len(distinct))[: 4 * sample]
     widths: dict[str, list[float]] = {}
-    for index in order:
+    for read, index in enumerate(order):
+        if read >= sample and all(len(found) >= BATCH for found in widths.values()):
+            break
         try:
             gray, stain = prepare_image_and_stain(Path(distinct[index]), "auto", preprocess_threshold)
         except (ImageReadError, OSError, ValueError):
