@@ -128,13 +128,8 @@ def test_training_widths_per_stain(tmp_path: Path) -> None:
     assert enlarged["fluorescence"] == pytest.approx(widths["fluorescence"], rel=0.1)
     # a stain seen in fewer than BATCH images is not reported
     assert set(training_widths([*brightfield, *fluorescent[: BATCH - 1]], lambda s: 1.0)) == {"brightfield"}
-    # a small sample reads on (up to 4x) until each stain it has seen has BATCH widths ...
-    assert set(training_widths([*brightfield, *fluorescent], lambda s: 1.0, sample=3)) == {
-        "brightfield",
-        "fluorescence",
-    }
-    # ... and no further: 4 x 1 images read cannot give BATCH widths of any stain
-    assert training_widths(brightfield, lambda stain: 1.0, sample=1) == {}
+    # reading stops at max_reads
+    assert training_widths(brightfield, lambda stain: 1.0, max_reads=BATCH - 1) == {}
 
 
 def test_train_sets_the_typical_width_from_its_images(tmp_path: Path) -> None:
