@@ -299,7 +299,7 @@ def test_read_taichung_real(shared_data: Path) -> None:
         pytest.skip("no Taichung set")
     start = time.perf_counter()
     records = read_taichung(root)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 30  # about 5 s alone; the shared 2-core machine can be 2-3x slower
     assert len(records) == 2000
     assert all(r.expected_count is not None and r.width and r.height for r in records)
     assert sum(r.count == r.expected_count for r in records) == 1998  # as its README says
