@@ -63,6 +63,20 @@ def chromosome_width(gray: np.ndarray, stain_scale: float = 1.0) -> float | None
     return float(np.median(widths)) / scale
 
 
+def image_width(
+    path: Path, stain: str, preprocess_threshold: int | None, stain_scale: Callable[[str], float]
+) -> tuple[str, float | None] | None:
+    """(the stain the image was read as, its chromosome_width), or None if the image cannot be read."""
+    from deepace.data.dataset import prepare_image_and_stain
+    from deepace.data.images import ImageReadError
+
+    try:
+        gray, used = prepare_image_and_stain(path, stain, preprocess_threshold)
+    except (ImageReadError, OSError, ValueError):
+        return None
+    return used, chromosome_width(gray, stain_scale(used))
+
+
 def suggested_magnification(
     widths: Sequence[float | None], typical: float, current: float = 1.0
 ) -> float | None:
@@ -85,16 +99,13 @@ def magnification_advice(
     """{stain: suggested --magnification} for the stains whose chromosomes in `paths` (SAMPLE images spread
     over the list, or all if fewer) are more than the tolerance away from the model's training width at the
     `magnification` already used; {} when all look right. Unreadable images are skipped."""
-    from deepace.data.images import ImageReadError
-
+    model = detector.config.model
     widths: dict[str, list[float | None]] = {}
     chosen = sorted({round(i) for i in np.linspace(0, len(paths) - 1, min(SAMPLE, len(paths)))})
     for index in chosen:
-        try:
-            gray, used = detector.prepare_with_stain(paths[index], stain)
-        except (ImageReadError, OSError, ValueError):
-            continue
-        widths.setdefault(used, []).append(chromosome_width(gray, detector.config.model.stain_scale(used)))
+        measured = image_width(paths[index], stain, model.preprocess_threshold, model.stain_scale)
+        if measured is not None:
+            widths.setdefault(measured[0], []).append(measured[1])
     advice: dict[str, float] = {}
     for used, found in widths.items():
         typical = detector.config.model.typical_width(used)
@@ -117,20 +128,13 @@ def training_widths(
     fewer than BATCH widths are left out. What `model.typical_chromosome_width` should hold for a model
     trained on these images (a minority stain, e.g. 99 DAPI among 1,899 training spreads, is read on for).
     Unreadable images are skipped."""
-    from deepace.data.dataset import prepare_image_and_stain
-    from deepace.data.images import ImageReadError
-
     distinct = sorted({str(p) for p in paths})
     order = np.random.default_rng(seed).permutation(len(distinct))[:max_reads]
     widths: dict[str, list[float]] = {}
     for index in order:
         if widths and all(len(found) >= per_stain for found in widths.values()):
             break
-        try:
-            gray, stain = prepare_image_and_stain(Path(distinct[index]), "auto", preprocess_threshold)
-        except (ImageReadError, OSError, ValueError):
-            continue
-        width = chromosome_width(gray, stain_scale(stain))
-        if width is not None:
-            widths.setdefault(stain, []).append(width)
+        measured = image_width(Path(distinct[index]), "auto", preprocess_threshold, stain_scale)
+        if measured is not None and measured[1] is not None:
+            widths.setdefault(measured[0], []).append(measured[1])
     return {stain: float(np.median(found)) for stain, found in widths.items() if len(found) >= BATCH}
