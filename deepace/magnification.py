@@ -37,8 +37,8 @@ SAMPLE = 5
 # (pixels > 200 set to 255; DAPI images are inverted to look the same).
 FOREGROUND_BELOW = 200
 # `deepace train` sets the model's typical width per stain from this many training images of each stain
-# (random, distinct files), reading at most MAX_TRAINING_READS: single cells' widths spread by about 22%
-# (DAPI), and a median of 5 random M-FISH training cells was once 35% off that of 100.
+# (random, distinct files), reading at most MAX_TRAINING_READS: single DAPI cells' widths spread widely, and
+# in a first version a median of 5 random M-FISH training cells (18.1 px) was 35% off that of 100 (13.4 px).
 TRAINING_SAMPLE = 30
 MAX_TRAINING_READS = 500
 # Widths are measured with the image resized to about the network's input size (0.75 x the stain's own
