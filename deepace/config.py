@@ -199,8 +199,9 @@ PRESETS: dict[str, Config] = {
     # The shipped model (deepace/weights/MODEL_CARD.md): `cpu` plus the two-level pyramid and fc heads with
     # HNAS, no repulsion term (at a CPU budget the conv heads and TNRL learn far slower; BENCHMARKS.md), and
     # DAPI spreads enlarged 2x to bring their chromosomes to G-band size; longer, validated on every image.
-    # Its first run; the shipped model then gained cascade stages (model.cascade_ious=[0.6,0.7]) in two
-    # 2,000-iteration fine-tunes (`deepace train --init`), as the model card shows.
+    # Its first run; the shipped model then gained cascade stages (model.cascade_ious=[0.6,0.7]), RoI
+    # context (model.roi_context=2.0) and full resolution (model.input_scale=1.0) in fine-tunes
+    # (`deepace train --init`), and a learned overlap rescorer, as the model card shows.
     "shipped": Config(
         model=replace(
             _CPU.model,

@@ -1,7 +1,7 @@
 """Is a batch of spreads imaged at the magnification the model was trained at? (not in the paper)
 
 A detector trained on one chromosome size misses much at another: on Taichung validation cells shrunk to
-half size the shipped model misses 34 chromosomes per cell on average, at 0.7 of their size 6
+half size the session-10 shipped model missed 34 chromosomes per cell on average, at 0.7 of their size 6
 (BENCHMARKS.md, "Other magnifications"), and it says nothing, since its errors are confident ones.
 `deepace count --magnification F` resizes the images; this module tells the user when to use it.
 
@@ -41,8 +41,9 @@ FOREGROUND_BELOW = 200
 # in a first version a median of 5 random M-FISH training cells (18.1 px) was 35% off that of 100 (13.4 px).
 TRAINING_SAMPLE = 30
 MAX_TRAINING_READS = 500
-# Widths are measured with the image resized to about the network's input size (0.75 x the stain's own
-# resize for the shipped model), cheap and fine enough for widths of 5-20 px.
+# Widths are measured with the image resized by 0.75 x the stain's own resize (the input size of the models
+# the tolerances above were measured with; the shipped model now runs at 1.0), cheap and fine enough for
+# widths of 5-20 px.
 WORKING_SCALE = 0.75
 
 
