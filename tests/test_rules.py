@@ -12,6 +12,7 @@ from deepace.report.rules import (
     provisional,
     review_flags,
     sort_flags,
+    tied_counts,
 )
 
 
@@ -89,6 +90,22 @@ def test_abnormal_mode_and_a_normal_line() -> None:
     assert "47" in flags[0].message
     # gains and losses are measured from the mode: 48 twice over a 47 mode is a clone gain
     assert "POSSIBLE_CLONE_GAIN" in codes(evaluate_counts([47] * 18 + [48, 48]))
+
+
+def test_a_tie_at_the_top_is_an_alert_not_a_quiet_46() -> None:
+    # a trisomy whose cells the counter splits evenly between 46 and 47: the mode shown is 46 (ties go to
+    # the count nearest 46), so only TIED_MODE says the constitutional count is undecided
+    flags = evaluate_counts([46] * 9 + [47] * 9 + [45, 48])
+    assert modal_count([46] * 9 + [47] * 9 + [45, 48]) == 46
+    assert "ABNORMAL_MODE" not in codes(flags)
+    tie = next(f for f in flags if f.code == "TIED_MODE")
+    assert tie.severity == "alert" and "46 and 47" in tie.message and "9 cells each" in tie.message
+    assert tied_counts([44, 44, 46, 46, 47, 47, 45]) == [44, 46, 47]
+    # one count ahead by a single cell is a mode: no tie
+    assert "TIED_MODE" not in codes(evaluate_counts([46] * 10 + [47] * 9 + [45]))
+    assert tied_counts([46, 46, 47]) == [46]
+    assert tied_counts([]) == []
+    assert "TIED_MODE" in COUNT_ALERTS
 
 
 def test_review_flags() -> None:

@@ -43,6 +43,13 @@ def modal_count(counts: Sequence[int], expected: int = NORMAL_COUNT) -> int | No
     return min(tied, key=lambda c: (abs(c - expected), c))
 
 
+def tied_counts(counts: Sequence[int]) -> list[int]:
+    """The counts sharing the highest frequency, smallest first (one count when the mode is clear)."""
+    freq = Counter(counts)
+    best = max(freq.values(), default=0)
+    return sorted(c for c, n in freq.items() if n == best)
+
+
 def cells_off_mode(counts: Sequence[int], mode: int | None = None) -> list[int]:
     """Indices of the cells whose count differs from the modal count."""
     if mode is None:
@@ -84,6 +91,20 @@ def evaluate_counts(
                 "TOO_FEW_CELLS",
                 "warning",
                 f"Only {_cells(n)} counted; at least {min_cells} are needed for a standard count.",
+            )
+        )
+
+    tied = tied_counts(counts)
+    if len(tied) > 1:
+        # Ties go to the count closest to `expected` (modal_count), which would hide a trisomy whose cells
+        # split evenly between 46 and 47: say so rather than report 46 quietly.
+        flags.append(
+            Flag(
+                "TIED_MODE",
+                "alert",
+                f"No single modal count: {' and '.join(map(str, tied))} are equally frequent "
+                f"({_cells(Counter(counts)[mode])} each); {mode} is shown. Review the cells or extend the "
+                f"count before reading a constitutional count.",
             )
         )
 
@@ -156,7 +177,13 @@ def evaluate_counts(
 
 
 # Alerts that read a constitutional or mosaic finding into the counts.
-COUNT_ALERTS = ("ABNORMAL_MODE", "POSSIBLE_CLONE_GAIN", "POSSIBLE_CLONE_LOSS", "POSSIBLE_MOSAIC_NORMAL")
+COUNT_ALERTS = (
+    "ABNORMAL_MODE",
+    "TIED_MODE",
+    "POSSIBLE_CLONE_GAIN",
+    "POSSIBLE_CLONE_LOSS",
+    "POSSIBLE_MOSAIC_NORMAL",
+)
 
 
 def provisional(flags: Sequence[Flag], n_unreviewed: int, n_cells: int) -> list[Flag]:
