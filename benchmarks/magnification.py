@@ -29,6 +29,8 @@ from deepace.inference import Counter
 
 def _resized_copy(path: Path, factor: float, folder: Path) -> Path:
     image = Image.open(path)
+    if image.mode in ("1", "P"):  # Pillow resizes these by nearest neighbour whatever is asked: blocky cells
+        image = image.convert("L")
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     out = folder / f"{path.stem}_x{factor:g}.png"
     image.resize(size, Image.Resampling.BILINEAR).save(out)
