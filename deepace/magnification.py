@@ -1,7 +1,7 @@
 """Is a batch of spreads imaged at the magnification the model was trained at? (not in the paper)
 
 A detector trained on one chromosome size misses much at another: on Taichung validation cells shrunk to
-half size the session-10 shipped model missed 34 chromosomes per cell on average, at 0.7 of their size 6
+half size the shipped model misses 22 chromosomes per cell on average, at 0.7 of their size about 3
 (BENCHMARKS.md, "Other magnifications"), and it says nothing, since its errors are confident ones.
 `deepace count --magnification F` resizes the images; this module tells the user when to use it.
 
