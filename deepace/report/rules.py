@@ -35,11 +35,9 @@ class Flag:
 
 def modal_count(counts: Sequence[int], expected: int = NORMAL_COUNT) -> int | None:
     """The most frequent count; a tie goes to the count closest to `expected`, then to the smaller one."""
-    if not counts:
+    tied = tied_counts(counts)
+    if not tied:
         return None
-    freq = Counter(counts)
-    best = max(freq.values())
-    tied = [c for c, n in freq.items() if n == best]
     return min(tied, key=lambda c: (abs(c - expected), c))
 
 
@@ -94,6 +92,7 @@ def evaluate_counts(
             )
         )
 
+    freq = Counter(counts)
     tied = tied_counts(counts)
     if len(tied) > 1:
         # Ties go to the count closest to `expected` (modal_count), which would hide a trisomy whose cells
@@ -103,7 +102,7 @@ def evaluate_counts(
                 "TIED_MODE",
                 "alert",
                 f"No single modal count: {' and '.join(map(str, tied))} are equally frequent "
-                f"({_cells(Counter(counts)[mode])} each); {mode} is shown. Review the cells or extend the "
+                f"({_cells(freq[mode])} each); {mode} is shown. Review the cells or extend the "
                 f"count before reading a constitutional count.",
             )
         )
@@ -140,7 +139,6 @@ def evaluate_counts(
                 )
             )
 
-    freq = Counter(counts)
     for count in sorted(freq):
         cells = freq[count]
         if count == expected != mode and cells >= min(clone_gain_cells, clone_loss_cells):
