@@ -16,6 +16,7 @@ from deepace.magnification import (
     BATCH_TOLERANCE,
     TOLERANCE,
     chromosome_width,
+    pixel_repetition,
     suggested_magnification,
     training_widths,
 )
@@ -40,6 +41,34 @@ def test_width_of_a_bar_of_known_width() -> None:
     gray[40:160, 90:110] = 60  # a dark bar 20 px wide
     assert chromosome_width(gray) == pytest.approx(20, rel=0.15)
     assert chromosome_width(np.full((100, 100), 255, np.uint8)) is None  # nothing dark
+
+
+def _repeated(gray: np.ndarray, k: int) -> np.ndarray:
+    return np.repeat(np.repeat(gray, k, axis=0), k, axis=1)
+
+
+def test_pixel_repetition_finds_nearest_neighbour_enlargements() -> None:
+    gray = _spread(384)
+    assert pixel_repetition(gray) == 1
+    assert pixel_repetition(_repeated(gray, 2)) == 2
+    assert pixel_repetition(_repeated(gray, 3)[1:, 2:]) == 3  # cropped: blocks not aligned with the corner
+    assert pixel_repetition(rescale_gray(gray, 2.0)) == 1  # enlarged by interpolation: not blocky
+    assert pixel_repetition(np.full((200, 200), 255, np.uint8)) == 1  # flat: nothing to tell
+    assert pixel_repetition(_repeated(gray[:3, :3], 2)) == 1  # too small to judge
+
+
+def test_count_warns_about_a_blocky_image(tmp_path: Path) -> None:
+    config = tiny_config()
+    model = tmp_path / "tiny.pt"
+    save_model(model, build_detector(config.model), config, score_threshold=0.3)
+    gray = _spread(256)
+    Image.fromarray(_repeated(gray, 2)).save(tmp_path / "zoomed.png")
+    Image.fromarray(rescale_gray(gray, 2.0)).save(tmp_path / "smooth.png")
+    result = CliRunner().invoke(app, ["count", "--weights", str(model), str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "zoomed.png looks enlarged 2x by repeating pixels" in output
+    assert "smooth.png looks enlarged" not in output
 
 
 def test_advice_only_outside_the_tolerance() -> None:

@@ -67,7 +67,9 @@ def count_command(
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)
-    warn_about_magnification(counter, [r.image for r in results if not r.error], err)
+    counted = [r.image for r in results if not r.error]
+    warn_about_magnification(counter, counted, err)
+    warn_about_repeated_pixels(counted, err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
     if out is not None:
         _write_annotated(results, out)
@@ -94,6 +96,17 @@ def warn_about_magnification(counter, paths: list[Path], console: Console) -> No
             f"[yellow]warning: the chromosomes in these {stain} images look about {1 / factor:.1f}x the size "
             f"of the model's training images' (at --magnification {counter.magnification:g}); counts may be "
             f"far off. Try --magnification {factor:g}.[/yellow]"
+        )
+
+
+def warn_about_repeated_pixels(paths: list[Path], console: Console) -> None:
+    """Warn about images enlarged by repeating pixels, which the model miscounts (deepace.magnification)."""
+    from deepace.magnification import repeated_pixel_images
+
+    for path, k in repeated_pixel_images(paths).items():
+        console.print(
+            f"[yellow]warning: {path} looks enlarged {k}x by repeating pixels (nearest-neighbour zoom); "
+            f"counts on such blocky images can be far off. Count the camera's original image.[/yellow]"
         )
 
 
