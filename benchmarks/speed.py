@@ -4,7 +4,9 @@ case end to end, and torchvision's fasterrcnn_resnet50_fpn on the same images in
     python benchmarks/speed.py --coco ~/deepace-runs/data/taichung/val.json --n 20 [--weights FILE]
 
 --no-optimise runs the model as trained (batch norms not folded, channels-first), to measure what
-`deepace count`'s inference optimisations buy.
+`deepace count`'s inference optimisations buy. With them, it also times each spread with the RoIs pooled
+on one thread (as before session 14) right after the threaded run, and reports the median of the per-spread
+ratios, which the machine's drift between runs does not touch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PIL import Image
 from deepace.cli.case_cmds import count_case
 from deepace.data.coco import read_coco
 from deepace.inference import Counter
+from deepace.models.fuse import ThreadedRoIPool
 from deepace.models.transform import gray_to_tensor
 
 
@@ -35,6 +38,32 @@ def median_seconds(fn, items) -> float:  # noqa: ANN001
         fn(item)
         times.append(time.perf_counter() - tic)
     return statistics.median(times)
+
+
+def set_roi_pooling(model: torch.nn.Module, threaded: dict[int, ThreadedRoIPool], on: bool) -> None:
+    """Swap every RoI heads' pooler between its ThreadedRoIPool (kept in `threaded`, by heads) and the
+    pooler inside it."""
+    for module in model.modules():
+        pool = getattr(module, "box_roi_pool", None)
+        if isinstance(pool, ThreadedRoIPool):
+            threaded[id(module)] = pool
+        if id(module) in threaded:
+            module.box_roi_pool = threaded[id(module)] if on else threaded[id(module)].pool
+
+
+def paired_pooling_speedup(counter: Counter, paths: list[Path]) -> float:
+    """The median over `paths` of (seconds with one-thread RoI pooling) / (seconds threaded), each spread
+    counted both ways back to back."""
+    threaded: dict[int, ThreadedRoIPool] = {}
+    ratios = []
+    for path in paths:
+        times = []
+        for on in (True, False):
+            set_roi_pooling(counter.detector.model, threaded, on)
+            times.append(median_seconds(counter.count_image, [path]))
+        ratios.append(times[1] / times[0])
+    set_roi_pooling(counter.detector.model, threaded, True)
+    return statistics.median(ratios)
 
 
 def main() -> None:
@@ -53,8 +82,11 @@ def main() -> None:
         "images": len(paths),
         "threads": args.threads,
         "optimised": args.optimise,
+        "threaded_roi_pooling": any(isinstance(m, ThreadedRoIPool) for m in counter.detector.model.modules()),
     }
     results["deepace_s_per_cell"] = median_seconds(counter.count_image, paths)
+    if results["threaded_roi_pooling"]:
+        results["threaded_roi_pooling_speedup"] = paired_pooling_speedup(counter, paths)
 
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "spread_1600x1200.png"

@@ -119,8 +119,10 @@ class Detector:
     def load(
         cls, path: Path | None = None, num_threads: int | None = None, optimise: bool = False
     ) -> Detector:
-        """`optimise`: fold batch norms and go channels-last for speed (models that are only run, never
-        saved or trained: it removes parameters from the state dict)."""
+        """`optimise`: fold batch norms, go channels-last and pool RoIs on every thread, for speed (models
+        that are only run, never saved or trained: it removes parameters from the state dict)."""
+        import torch
+
         from deepace.config import Config
         from deepace.models.detector import build_detector
         from deepace.models.fuse import optimise_for_inference
@@ -130,6 +132,8 @@ class Detector:
         model = build_detector(config.model, load_backbone_weights=False)
         model.load_state_dict(float_weights(payload))
         if optimise:
+            if num_threads:
+                torch.set_num_threads(num_threads)  # before: the RoI pooling takes its thread count
             optimise_for_inference(model)
         return cls(
             model,
