@@ -21,6 +21,9 @@ class CellResult:
     score_threshold: float = 0.5
     low_confidence_band: tuple[float, float] = (0.3, 0.7)
     error: str | None = None
+    # k when the image was enlarged k times by repeating pixels, which the model miscounts
+    # (deepace.magnification.pixel_repetition); 1 otherwise
+    pixel_repetition: int = 1
 
     @property
     def count(self) -> int:
@@ -218,6 +221,8 @@ class Counter:
                 low_confidence_band=self.low_band,
                 error=str(exc),
             )
+        from deepace.magnification import pixel_repetition
+
         threshold = self.threshold_for(stain)
         boxes, scores = self.detector.predict_gray(gray, stain, self.magnification)
         return CellResult(
@@ -228,6 +233,7 @@ class Counter:
             scores=scores,
             score_threshold=threshold,
             low_confidence_band=self.band_for(threshold),
+            pixel_repetition=pixel_repetition(gray),  # pointwise pre-processing keeps the blocks
         )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:

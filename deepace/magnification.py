@@ -128,15 +128,16 @@ def pixel_repetition(gray: np.ndarray, max_factor: int = 4) -> int:
     image the grey level changes only between blocks of k pixels: the mean step between neighbours inside
     the blocks is near zero against the steps at their edges (both axes, any block offset); flat images,
     whose steps are all near zero, are not called repeated."""
-    image = np.asarray(gray, dtype=np.float32)
+    image = np.asarray(gray, dtype=np.int16)
+    # the mean step before each row, and before each column
+    steps = [np.abs(np.diff(image, axis=axis)).mean(axis=1 - axis) for axis in (0, 1)]
     for k in range(max_factor, 1, -1):
-        if all(_blocky_along(image, axis, k) for axis in (0, 1)):
+        if all(_blocky_along(axis_steps, k) for axis_steps in steps):
             return k
     return 1
 
 
-def _blocky_along(image: np.ndarray, axis: int, k: int) -> bool:
-    steps = np.abs(np.diff(image, axis=axis)).mean(axis=1 - axis)  # mean step before each row / column
+def _blocky_along(steps: np.ndarray, k: int) -> bool:
     if len(steps) < 4 * k:
         return False
     for offset in range(k):
@@ -145,22 +146,6 @@ def _blocky_along(image: np.ndarray, axis: int, k: int) -> bool:
         if at_edges.mean() > 0.5 and inside.mean() < 0.1 * at_edges.mean():
             return True
     return False
-
-
-def repeated_pixel_images(paths: Sequence[Path]) -> dict[Path, int]:
-    """{path: k} for the images of a sample of `paths` (`sample_indices`) enlarged k times by repeating
-    pixels (`pixel_repetition`). Unreadable images are skipped."""
-    from deepace.data.images import ImageReadError, read_raw, to_gray_uint8
-
-    found = {}
-    for index in sample_indices(len(paths)):
-        try:
-            k = pixel_repetition(to_gray_uint8(read_raw(paths[index])))
-        except (ImageReadError, OSError, ValueError):
-            continue
-        if k > 1:
-            found[paths[index]] = k
-    return found
 
 
 def training_widths(

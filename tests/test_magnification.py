@@ -1,5 +1,6 @@
 """Magnification advice (deepace/magnification.py): chromosome width from the pixels, and when to advise."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,59 @@ def test_count_warns_about_a_blocky_image(tmp_path: Path) -> None:
     output = " ".join(result.output.split())
     assert "zoomed.png looks enlarged 2x by repeating pixels" in output
     assert "smooth.png looks enlarged" not in output
+
+
+def test_count_lists_a_few_blocky_images_and_numbers_the_rest() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from deepace.cli.count_cmd import warn_about_repeated_pixels
+    from deepace.inference import CellResult
+
+    results = [CellResult(Path(f"cell{i}.png"), pixel_repetition=2 if i % 2 else 1) for i in range(16)]
+    results.append(CellResult(Path("broken.png"), error="unreadable", pixel_repetition=3))
+    out = StringIO()
+    warn_about_repeated_pixels(results, Console(file=out, width=400), listed=5)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines[:5]] == [f"cell{i}.png" for i in (1, 3, 5, 7, 9)]
+    assert lines[5] == "warning: 3 more images look enlarged that way."
+    assert len(lines) == 6
+
+
+def test_case_report_flags_blocky_cells_and_keeps_the_flag_after_review(tmp_path: Path) -> None:
+    """A case's blocky cells raise one BLOCKY_IMAGES alert naming them; the factor is kept in model.json, so
+    the report rebuilt from it (as after a review) still carries the alert."""
+    from deepace.cli.case_cmds import count_case
+    from deepace.inference import Counter
+    from deepace.report import case as case_io
+    from deepace.report.rules import repeated_pixel_flags
+
+    assert repeated_pixel_flags({}) == []
+    assert "1 cell looks enlarged" in repeated_pixel_flags({"a.png": 2})[0].message
+    config = tiny_config()
+    model = tmp_path / "tiny.pt"
+    save_model(model, build_detector(config.model), config, score_threshold=0.3)
+    case = tmp_path / "case"
+    case.mkdir()
+    Image.fromarray(_spread(256, 0)).save(case / "camera.png")
+    Image.fromarray(_repeated(_spread(256, 1), 3)).save(case / "zoomed.png")
+    # a fluorescence spread is inverted and stretched before counting: pointwise, so blocks stay blocks
+    Image.fromarray(_repeated(255 - _spread(256, 2), 2)).save(case / "zoomed_dapi.png")
+    results, paths = count_case(case, Counter(model), progress=False)
+    assert {r.image.name: r.pixel_repetition for r in results} == {
+        "camera.png": 1,
+        "zoomed.png": 3,
+        "zoomed_dapi.png": 2,
+    }
+    flags = [f for f in json.loads(paths["json"].read_text())["flags"] if f["code"] == "BLOCKY_IMAGES"]
+    assert len(flags) == 1 and flags[0]["severity"] == "alert"
+    assert "zoomed.png (3x), zoomed_dapi.png (2x)" in flags[0]["message"]
+    assert "camera.png" not in flags[0]["message"]
+    reread = case_io.read_model_json(case)
+    assert reread["zoomed.png"].pixel_repetition == 3 and reread["camera.png"].pixel_repetition == 1
+    rebuilt = case_io.build_case_report(case, list(reread.values()), tmp_path / "again")
+    assert "BLOCKY_IMAGES" in rebuilt["json"].read_text()
 
 
 def test_advice_only_outside_the_tolerance() -> None:

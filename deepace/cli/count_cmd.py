@@ -69,7 +69,7 @@ def count_command(
     _print_table(results, counter)
     counted = [r.image for r in results if not r.error]
     warn_about_magnification(counter, counted, err)
-    warn_about_repeated_pixels(counted, err)
+    warn_about_repeated_pixels(results, err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
     if out is not None:
         _write_annotated(results, out)
@@ -99,15 +99,18 @@ def warn_about_magnification(counter, paths: list[Path], console: Console) -> No
         )
 
 
-def warn_about_repeated_pixels(paths: list[Path], console: Console) -> None:
-    """Warn about images enlarged by repeating pixels, which the model miscounts (deepace.magnification)."""
-    from deepace.magnification import repeated_pixel_images
-
-    for path, k in repeated_pixel_images(paths).items():
+def warn_about_repeated_pixels(results, console: Console, listed: int = 5) -> None:  # noqa: ANN001
+    """Warn about images enlarged by repeating pixels, which the model miscounts
+    (CellResult.pixel_repetition): the first `listed` by name, the rest as a number."""
+    blocky = [r for r in results if not r.error and r.pixel_repetition > 1]
+    for r in blocky[:listed]:
         console.print(
-            f"[yellow]warning: {path} looks enlarged {k}x by repeating pixels (nearest-neighbour zoom); "
-            f"counts on such blocky images can be far off. Count the camera's original image.[/yellow]"
+            f"[yellow]warning: {r.image} looks enlarged {r.pixel_repetition}x by repeating pixels "
+            f"(nearest-neighbour zoom); counts on such blocky images can be far off. Count the camera's "
+            f"original image.[/yellow]"
         )
+    if len(blocky) > listed:
+        console.print(f"[yellow]warning: {len(blocky) - listed} more images look enlarged that way.[/yellow]")
 
 
 def _missing(path: Path):  # noqa: ANN202

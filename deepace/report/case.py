@@ -179,6 +179,8 @@ def write_model_json(
         }
         if r.error:
             meta["error"] = r.error
+        if r.pixel_repetition > 1:
+            meta["pixel_repetition"] = int(r.pixel_repetition)
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
         if r.width and r.height:
             entry["width"], entry["height"] = int(r.width), int(r.height)
@@ -232,6 +234,7 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             score_threshold=float(meta.get("score_threshold", 0.5)),
             low_confidence_band=(float(band[0]), float(band[1])),
             error=meta.get("error"),
+            pixel_repetition=int(meta.get("pixel_repetition", 1)),
         )
     return out
 
@@ -466,6 +469,9 @@ def summarize_case(
         n_unreadable=len(cells) - len(counted),
     )
     flags += rules.magnification_flags(magnification_advice or {})
+    flags += rules.repeated_pixel_flags(
+        {n: r.pixel_repetition for n, r in results.items() if r is not None and r.pixel_repetition > 1}
+    )
     return CaseSummary(name, expected, cells, mode, rules.sort_flags(flags))
 
 

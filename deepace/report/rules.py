@@ -249,3 +249,23 @@ def magnification_flags(advice: dict[str, float]) -> list[Flag]:
         )
         for stain, factor in sorted(advice.items())
     ]
+
+
+def repeated_pixel_flags(factors: dict[str, int], listed: int = 5) -> list[Flag]:
+    """One flag for the cells whose images were enlarged k times by repeating pixels ({name: k};
+    deepace.magnification.pixel_repetition): the model miscounts such blocky images badly, whatever
+    --magnification is given."""
+    if not factors:
+        return []
+    names = sorted(factors)
+    shown = ", ".join(f"{n} ({factors[n]}x)" for n in names[:listed])
+    more = f" and {len(names) - listed} more" if len(names) > listed else ""
+    return [
+        Flag(
+            "BLOCKY_IMAGES",
+            "alert",
+            f"{_cells(len(names))} {'looks' if len(names) == 1 else 'look'} enlarged by repeating pixels "
+            f"(nearest-neighbour zoom): {shown}{more}. "
+            f"Counts on such images can be far off; count the camera's original images.",
+        )
+    ]
