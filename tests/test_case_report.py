@@ -281,6 +281,7 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
     assert case_io.model_json_path(case).is_file()
     assert "broken.png" in res.output and "Report:" in res.output
+    assert "modal count 46 (tied with 47) over 2 cells" in " ".join(res.output.split())
 
     res = CliRunner().invoke(app, ["case", str(case), "--stain", "purple"])
     assert res.exit_code != 0
@@ -304,3 +305,20 @@ def test_count_alerts_are_provisional_until_every_cell_is_reviewed() -> None:
     reviewed = case_io.summarize_case("case", results, reviews)
     alert = next(f for f in reviewed.flags if f.code == "ABNORMAL_MODE")
     assert "reviewed" not in alert.message  # the same finding, now from checked counts
+
+
+def test_a_tied_modal_count_says_what_it_is_tied_with(tmp_path: Path) -> None:
+    """Two counts equally frequent: the report gives the one nearest 46 as the mode, and says which count it
+    is tied with, in report.json and on the HTML page."""
+    case = make_case(tmp_path, [46, 47, 47, 46, 45])
+    counter = FakeCounter({f"cell{k:02d}.png": n for k, n in enumerate([46, 47, 47, 46, 45], start=1)})
+    paths = case_io.build_case_report(case, count_all(case, counter), None)
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert data["modal_count"] == 46 and data["tied_with"] == [47]
+    assert "<span>Modal count</span><b>46 (tied with 47)</b>" in paths["html"].read_text(encoding="utf-8")
+
+    counter.counts["cell02.png"] = 46
+    paths = case_io.build_case_report(case, count_all(case, counter), tmp_path / "clear")
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert data["modal_count"] == 46 and data["tied_with"] == []
+    assert "tied with" not in paths["html"].read_text(encoding="utf-8")

@@ -415,6 +415,8 @@ class CaseSummary:
             "n_reviewed": sum(c.reviewed for c in self.cells if c.count is not None),
             "n_corrected": sum(c.corrected for c in self.cells),
             "modal_count": self.modal_count,
+            # the other counts as frequent as the modal one (a tie is decided towards `expected`)
+            "tied_with": [c for c in rules.tied_counts(counts) if c != self.modal_count],
             "min_count": min(counts) if counts else None,
             "max_count": max(counts) if counts else None,
             "histogram": {str(k): v for k, v in rules.count_histogram(counts).items()},
@@ -442,6 +444,13 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
             review.reviewed, review.differs_from(result), error=None,
         )  # fmt: skip
     return CellSummary(name, model_count, model_count, low, low_counted, low_uncounted, error=error)
+
+
+def modal_count_text(modal_count: int | None, tied_with: Sequence[int] = ()) -> str:
+    """'46', '46 (tied with 47)', or '—' when no cell was counted."""
+    if modal_count is None:
+        return "—"
+    return f"{modal_count} (tied with {', '.join(map(str, tied_with))})" if tied_with else str(modal_count)
 
 
 def summarize_case(
@@ -655,7 +664,7 @@ def _render_html(
     unreadable_html = (
         f"<h2>Not counted ({len(summary.unreadable)})</h2><ul>{unreadable}</ul>" if unreadable else ""
     )
-    mode = "—" if summary.modal_count is None else summary.modal_count
+    mode = modal_count_text(summary.modal_count, s["tied_with"])
     rng = "—" if s["min_count"] is None else f"{s['min_count']}–{s['max_count']}"
     off = sum(c.off_mode for c in summary.cells)
     return f"""<!DOCTYPE html>

@@ -117,8 +117,9 @@ async function openCase(caseId) {
 function showSummary(summary) {
   state.summary = summary;
   $("open-report").href = `${caseUrl()}/report`;
-  const mode = summary.modal_count === null ? "—" : summary.modal_count;
-  const abnormalMode = summary.modal_count !== null && summary.modal_count !== summary.expected;
+  const tied = summary.tied_with && summary.tied_with.length ? ` (tied with ${summary.tied_with.join(", ")})` : "";
+  const mode = summary.modal_count === null ? "—" : `${summary.modal_count}${tied}`;
+  const abnormalMode = summary.modal_count !== null && (summary.modal_count !== summary.expected || tied !== "");
   $("case-stats").innerHTML =
     `<span>Cells <b>${summary.n_cells}</b></span>` +
     `<span>Modal count <b class="${abnormalMode ? "bad" : ""}">${mode}</b></span>` +
