@@ -26,6 +26,7 @@ from deepace.data.predictions import ImagePrediction
 from deepace.inference import Detector
 from deepace.metrics import evaluate_records
 from deepace.models.rescorer import OverlapRescorer
+from deepace.models.set_rescorer import SetRescorer
 from deepace.models.soft_nms import soft_nms
 from deepace.rescoring import (
     LabelledCandidates,
@@ -33,6 +34,7 @@ from deepace.rescoring import (
     detector_with_rescorer,
     fit_on_features,
     fit_rescorer,
+    fit_set_rescorer,
     match_labels,
     own_decision_features,
     training_features,
@@ -46,7 +48,7 @@ def paper_postprocessing(boxes: torch.Tensor, scores: torch.Tensor) -> tuple[tor
     return boxes[keep][kept], decayed
 
 
-def rescored(rescorer: OverlapRescorer, candidates) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+def rescored(rescorer: OverlapRescorer | SetRescorer, candidates) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
     p = rescorer(candidates)
     keep = torch.where(p >= 0.05)[0]
     keep = keep[p[keep].argsort(descending=True)]
@@ -123,7 +125,10 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="the detector (default: shipped)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="as train-rescorer")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=None, help="default: 30 greedy, 20 set")
+    parser.add_argument(
+        "--kind", choices=["greedy", "set"], default="greedy", help="the rescorer (model.rescorer_kind)"
+    )
     parser.add_argument(
         "--seeds", type=int, default=1, help="fits per variant (seeds 0…N-1), each reported, and their mean"
     )
@@ -149,24 +154,29 @@ def main() -> None:
         train = relabelled(train, [r for coco in args.train_coco for r in read_coco(coco)], args.label_iou)
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     appearance = detector.config.model.rescorer_appearance
-    rescorers: dict[int | str, OverlapRescorer | MeanOfFits] = {}
+    rescorers: dict[int | str, OverlapRescorer | SetRescorer | MeanOfFits] = {}
     for hidden in args.hidden:
         fits = []
         for seed in range(args.seeds):
-            fit = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
-            result = fit_rescorer(fit, train, epochs=args.epochs, seed=seed, progress=False)
-            print(f"hidden {hidden}, seed {seed}: {result}")
+            stages = len(train[0].candidates.stage_scores[0])
+            if args.kind == "set":
+                fit = SetRescorer(stages, hidden)
+                result = fit_set_rescorer(fit, train, epochs=args.epochs or 20, seed=seed, progress=False)
+            else:
+                fit = OverlapRescorer(stages, hidden, appearance)
+                result = fit_rescorer(fit, train, epochs=args.epochs or 30, seed=seed, progress=False)
+            print(f"{args.kind}, hidden {hidden}, seed {seed}: {result}", flush=True)
             fits.append(fit)
             rescorers[hidden if args.seeds == 1 else f"{hidden}, seed {seed}"] = fit
         rescorer = fits[0]
-        if args.seeds > 1:
+        if args.seeds > 1 and args.kind == "greedy":
             rescorers[f"{hidden}, mean of {args.seeds} fits"] = MeanOfFits(fits)
-        if args.own_decisions:
+        if args.own_decisions and args.kind == "greedy":
             features, labels = training_features(train)
             features = torch.cat([features, own_decision_features(rescorer, train)])
             second = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
             labels = torch.cat([labels, labels])
-            result = fit_on_features(second, features, labels, args.epochs, progress=False)
+            result = fit_on_features(second, features, labels, args.epochs or 30, progress=False)
             print(f"hidden {hidden}, own decisions too: {result}")
             rescorers[f"{hidden}, own decisions too"] = second
     for val in args.val:
@@ -185,9 +195,14 @@ def main() -> None:
         )
         features, labels = training_features(samples)
         for name, rescorer in rescorers.items():
-            with torch.no_grad():
-                right = ((rescorer.logits(features) > 0).float() == labels).float().mean()
-            print(f"rescorer, hidden {name}: {100 * float(right):.1f}% of candidates right (teacher-forced)")
+            if isinstance(rescorer, SetRescorer):
+                decided = torch.cat([rescorer(s.candidates) >= 0.5 for s in samples if len(s.labels)])
+                right = (decided.float() == labels).float().mean()
+            else:
+                with torch.no_grad():
+                    right = ((rescorer.logits(features) > 0).float() == labels).float().mean()
+            how = "" if isinstance(rescorer, SetRescorer) else " (teacher-forced)"
+            print(f"rescorer, hidden {name}: {100 * float(right):.1f}% of candidates right{how}")
         print("| post-processing | threshold | AP50 | WCR@0.5 | AER@0.5 | AP70 | exact | ±1 | MAE |")
         print("|---|---|---|---|---|---|---|---|---|")
 
@@ -196,7 +211,7 @@ def main() -> None:
 
         show("NMS 0.5 + Soft-NMS (paper)", lambda c: paper_postprocessing(c.boxes, c.scores))
         for hidden, rescorer in rescorers.items():
-            show(f"rescorer, hidden {hidden}", lambda c, r=rescorer: rescored(r, c))
+            show(f"{args.kind} rescorer, hidden {hidden}", lambda c, r=rescorer: rescored(r, c))
         print(f"(mean candidates per cell {np.mean([len(s.labels) for s in samples]):.1f})")
 
 

@@ -61,6 +61,9 @@ class ModelConfig:
     rescorer_score_floor: float = 0.01  # candidates scoring below this are dropped before rescoring
     # Also compare overlapping boxes' RoI features (cosine similarity): measured no better, so off.
     rescorer_appearance: bool = False
+    # greedy: decide in falling score, each box against the higher-scored ones kept (rescorer.py); set:
+    # decide all at once, each box against every box it overlaps (set_rescorer.py)
+    rescorer_kind: str = "greedy"
     box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
     detections_per_img: int = 150
     # Pre-processing (§3.2)

@@ -1,8 +1,10 @@
-"""Training the learned overlap rescorer (deepace/models/rescorer.py) on a trained detector's candidates.
+"""Training the learned overlap rescorers (deepace/models/rescorer.py, set_rescorer.py) on a trained
+detector's candidates.
 
 The detector is frozen: it runs once over the training images (optionally flipped as well), each image's
 candidates are labelled by which first claims each chromosome (the one it overlaps most, at IoU >= 0.5)
-in falling score, and the perceptron learns those labels from teacher-forced features.
+in falling score. The greedy perceptron learns those labels from teacher-forced features; the set
+rescorer from each cell's candidates as a whole.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from deepace.data.dataset import flip
 from deepace.data.records import ImageRecord
 from deepace.inference import Detector
 from deepace.models.rescorer import ACCEPT_PROBABILITY, Candidates, OverlapRescorer, relation_features
+from deepace.models.set_rescorer import SetRescorer, node_features, pair_features
 
 
 @dataclass
@@ -57,7 +60,9 @@ def detector_with_rescorer(detector: Detector, overrides: Sequence[str] = ()) ->
 
     config = with_overrides(detector.config, ["model.rescorer=true", *overrides])
     model = build_detector(config.model, load_backbone_weights=False)
-    missing, unexpected = model.load_state_dict(detector.model.state_dict(), strict=False)
+    # the base's own rescorer, if any, is replaced (it may be of another kind)
+    state = {k: v for k, v in detector.model.state_dict().items() if not k.startswith("roi_heads.rescorer.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("roi_heads.rescorer.") for key in missing):
         raise ValueError(
             f"{overrides} change the detector's weights: missing {missing}, unexpected {unexpected}"
@@ -189,3 +194,86 @@ def fit_on_features(
             "loss": float(loss_fn(logits, labels)),
             "accuracy": float(((logits > 0).float() == labels).float().mean()),
         }
+
+
+def fit_set_rescorer(
+    rescorer: SetRescorer,
+    samples: list[LabelledCandidates],
+    epochs: int = 20,
+    lr: float = 3e-3,
+    cells_per_batch: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Set the set rescorer's normalisations from the samples' features and train it (Adam, cross-entropy,
+    one-cycle learning rate peaking at `lr`), `cells_per_batch` cells per step as one graph. Returns the
+    final training loss and accuracy, as `fit_rescorer` does."""
+    graphs = [
+        (node_features(s.candidates), *pair_features(s.candidates), s.labels.float())
+        for s in samples
+        if len(s.labels)
+    ]
+    nodes = torch.cat([g[0] for g in graphs])
+    pairs = torch.cat([g[1] for g in graphs])
+    rescorer.node_mean.copy_(nodes.mean(dim=0))
+    rescorer.node_std.copy_(nodes.std(dim=0).clamp(min=1e-6))
+    rescorer.pair_mean.copy_(pairs.mean(dim=0))
+    rescorer.pair_std.copy_(pairs.std(dim=0).clamp(min=1e-6))
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    for module in rescorer.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+    optimizer = torch.optim.Adam(rescorer.parameters(), lr=lr)
+    steps = epochs * math.ceil(len(graphs) / cells_per_batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    rescorer.train()
+    for _epoch in tqdm(range(epochs), desc="set rescorer", unit="epoch", disable=not progress):
+        order = torch.randperm(len(graphs), generator=generator).tolist()
+        for start in range(0, len(order), cells_per_batch):
+            batch = join_graphs([graphs[k] for k in order[start : start + cells_per_batch]])
+            loss = loss_fn(rescorer.graph_logits(*batch[:3]), batch[3])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    rescorer.eval()
+    with torch.no_grad():
+        all_nodes, all_pairs, edges, labels = join_graphs(graphs)
+        logits = rescorer.graph_logits(all_nodes, all_pairs, edges)
+        return {
+            "samples": float(len(labels)),
+            "positives": float(labels.mean()),
+            "loss": float(loss_fn(logits, labels)),
+            "accuracy": float(((logits > 0).float() == labels).float().mean()),
+        }
+
+
+def join_graphs(
+    graphs: list[tuple[Tensor, Tensor, tuple[Tensor, Tensor], Tensor]],
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor], Tensor]:
+    """Several cells' (nodes, pairs, edges, labels) as one graph, node indices offset cell by cell."""
+    offsets = np.cumsum([0] + [len(g[0]) for g in graphs[:-1]])
+    return (
+        torch.cat([g[0] for g in graphs]),
+        torch.cat([g[1] for g in graphs]),
+        (
+            torch.cat([g[2][0] + int(o) for g, o in zip(graphs, offsets, strict=True)]),
+            torch.cat([g[2][1] + int(o) for g, o in zip(graphs, offsets, strict=True)]),
+        ),
+        torch.cat([g[3] for g in graphs]),
+    )
+
+
+def fit_any_rescorer(
+    rescorer: OverlapRescorer | SetRescorer,
+    samples: list[LabelledCandidates],
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """`fit_rescorer` or `fit_set_rescorer`, by the rescorer's kind; `epochs` None: each one's default."""
+    if isinstance(rescorer, SetRescorer):
+        return fit_set_rescorer(rescorer, samples, epochs or 20, seed=seed, progress=progress)
+    return fit_rescorer(rescorer, samples, epochs or 30, seed=seed, progress=progress)

@@ -194,7 +194,10 @@ def train_rescorer_command(
     flips: Flips = typer.Option(
         "none", "--flips", help="Also each mirror image (horizontal: 2x time) or every flip (all: 4x)."
     ),
-    epochs: int = typer.Option(30, "--epochs", min=1),
+    kind: str = typer.Option(
+        "greedy", "--kind", help="greedy: decide in falling score; set: decide all candidates at once."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default: 30 greedy, 20 set."),
     overrides: list[str] = typer.Option(
         [], "--set", help="Inference settings, e.g. --set model.rpn_post_nms_top_n_test=400."
     ),
@@ -214,10 +217,10 @@ def train_rescorer_command(
     import torch
 
     from deepace.inference import Detector, save_model
-    from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_rescorer
+    from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_any_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
-    detector = detector_with_rescorer(base, overrides)
+    detector = detector_with_rescorer(base, [f"model.rescorer_kind={kind}", *overrides])
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:
@@ -225,7 +228,7 @@ def train_rescorer_command(
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(samples, cache)
-    result = fit_rescorer(detector.model.roi_heads.rescorer, samples, epochs=epochs)
+    result = fit_any_rescorer(detector.model.roi_heads.rescorer, samples, epochs=epochs)
     typer.echo(
         f"rescorer: {result['samples']:.0f} candidates ({100 * result['positives']:.1f}% chromosomes), "
         f"training loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%"

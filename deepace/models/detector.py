@@ -20,6 +20,7 @@ from deepace.models.pyramid import SingleMap, TwoLevelPyramid
 from deepace.models.rescorer import OverlapRescorer
 from deepace.models.roi_heads import DeepACERoIHeads
 from deepace.models.rpn import DeepACERPN
+from deepace.models.set_rescorer import SetRescorer
 from deepace.models.transform import FixedScaleTransform
 
 NUM_CLASSES = 2  # background, chromosome
@@ -101,17 +102,24 @@ class DeepACE(GeneralizedRCNN):
             soft_nms_iou=config.box_nms_iou,
             soft_nms_sigma=config.box_soft_nms_sigma,
             hard_negative_iou=config.box_hard_negative_iou,
-            rescorer=(
-                OverlapRescorer(1 + len(config.cascade_ious), appearance=config.rescorer_appearance)
-                if config.rescorer
-                else None
-            ),
+            rescorer=build_rescorer(config) if config.rescorer else None,
             candidate_iou=config.rescorer_candidate_iou,
             candidate_floor=config.rescorer_score_floor,
             **cascade,
         )
         super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))
         self.config = config
+
+
+def build_rescorer(config: ModelConfig) -> OverlapRescorer | SetRescorer:
+    stages = 1 + len(config.cascade_ious)
+    if config.rescorer_kind == "set":
+        if config.rescorer_appearance:
+            raise ValueError("the set rescorer reads no RoI features: rescorer_appearance must be false")
+        return SetRescorer(stages)
+    if config.rescorer_kind != "greedy":
+        raise ValueError(f"unknown rescorer_kind {config.rescorer_kind!r} (greedy | set)")
+    return OverlapRescorer(stages, appearance=config.rescorer_appearance)
 
 
 def anchor_generator(config: ModelConfig) -> AnchorGenerator:

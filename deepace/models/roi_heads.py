@@ -19,6 +19,7 @@ from torchvision.ops import box_iou, clip_boxes_to_image
 from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.repulsion import RepulsionKind, repulsion_terms
 from deepace.models.rescorer import Candidates, OverlapRescorer, select_candidates
+from deepace.models.set_rescorer import SetRescorer
 from deepace.models.soft_nms import SoftNMSMethod, soft_nms
 
 
@@ -33,7 +34,7 @@ class DeepACERoIHeads(RoIHeads):
         soft_nms_iou: float = 0.5,
         soft_nms_sigma: float = 0.5,
         hard_negative_iou: float | None = None,
-        rescorer: OverlapRescorer | None = None,
+        rescorer: OverlapRescorer | SetRescorer | None = None,
         candidate_iou: float = 0.8,
         candidate_floor: float = 0.01,
         **kwargs,
