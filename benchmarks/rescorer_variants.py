@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="the detector (default: shipped)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="as train-rescorer")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30 greedy, 20 set")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 30 greedy, 8 set")
     parser.add_argument(
         "--kind", choices=["greedy", "set"], default="greedy", help="the rescorer (model.rescorer_kind)"
     )
@@ -161,7 +161,7 @@ def main() -> None:
             stages = len(train[0].candidates.stage_scores[0])
             if args.kind == "set":
                 fit = SetRescorer(stages, hidden)
-                result = fit_set_rescorer(fit, train, epochs=args.epochs or 20, seed=seed, progress=False)
+                result = fit_set_rescorer(fit, train, epochs=args.epochs or 8, seed=seed, progress=False)
             else:
                 fit = OverlapRescorer(stages, hidden, appearance)
                 result = fit_rescorer(fit, train, epochs=args.epochs or 30, seed=seed, progress=False)

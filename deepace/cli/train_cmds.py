@@ -197,7 +197,7 @@ def train_rescorer_command(
     kind: str = typer.Option(
         "greedy", "--kind", help="greedy: decide in falling score; set: decide all candidates at once."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default: 30 greedy, 20 set."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default: 30 greedy, 8 set."),
     overrides: list[str] = typer.Option(
         [], "--set", help="Inference settings, e.g. --set model.rpn_post_nms_top_n_test=400."
     ),
