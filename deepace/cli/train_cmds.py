@@ -187,6 +187,13 @@ class Flips(str, Enum):
     all = "all"
 
 
+class RescorerKind(str, Enum):
+    """`model.rescorer_kind`'s values."""
+
+    greedy = "greedy"
+    set = "set"
+
+
 def train_rescorer_command(
     model_file: Path = typer.Argument(..., help="A trained model file or checkpoint, or 'shipped'."),
     train: list[Path] = typer.Option(..., "--train", help="COCO file(s) of training images (repeatable)."),
@@ -194,7 +201,7 @@ def train_rescorer_command(
     flips: Flips = typer.Option(
         "none", "--flips", help="Also each mirror image (horizontal: 2x time) or every flip (all: 4x)."
     ),
-    kind: str = typer.Option(
+    kind: RescorerKind = typer.Option(
         "greedy", "--kind", help="greedy: decide in falling score; set: decide all candidates at once."
     ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Default: 30 greedy, 8 set."),
@@ -220,7 +227,7 @@ def train_rescorer_command(
     from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_any_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
-    detector = detector_with_rescorer(base, [f"model.rescorer_kind={kind}", *overrides])
+    detector = detector_with_rescorer(base, [f"model.rescorer_kind={kind.value}", *overrides])
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:
