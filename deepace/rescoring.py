@@ -23,7 +23,7 @@ from deepace.data.dataset import flip
 from deepace.data.records import ImageRecord
 from deepace.inference import Detector
 from deepace.models.rescorer import ACCEPT_PROBABILITY, Candidates, OverlapRescorer, relation_features
-from deepace.models.set_rescorer import SetRescorer, node_features, pair_features
+from deepace.models.set_rescorer import SetRescorer, cell_graph
 
 
 @dataclass
@@ -233,11 +233,7 @@ def fit_set_rescorer(
     """Set the set rescorer's normalisations from the samples' features and train it (Adam, cross-entropy,
     one-cycle learning rate peaking at `lr`), `cells_per_batch` cells per step as one graph. Returns the
     final training loss and accuracy, as `fit_rescorer` does."""
-    graphs = [
-        (node_features(s.candidates), *pair_features(s.candidates), s.labels.float())
-        for s in samples
-        if len(s.labels)
-    ]
+    graphs = [(*cell_graph(s.candidates), s.labels.float()) for s in samples if len(s.labels)]
     nodes = torch.cat([g[0] for g in graphs])
     pairs = torch.cat([g[1] for g in graphs])
     rescorer.node_mean.copy_(nodes.mean(dim=0))

@@ -7,7 +7,7 @@ import torch
 
 from deepace.models.detector import build_detector
 from deepace.models.rescorer import Candidates, OverlapRescorer
-from deepace.models.set_rescorer import SetRescorer, node_features, pair_features
+from deepace.models.set_rescorer import SetRescorer, cell_graph
 from deepace.rescoring import LabelledCandidates, fit_rescorer, fit_set_rescorer, join_graphs, match_labels
 from tests.helpers_detection import tiny_config
 
@@ -73,7 +73,7 @@ def test_joined_cells_are_scored_as_each_alone() -> None:
     torch.manual_seed(0)
     rescorer = SetRescorer(num_stages=1).eval()
     cells = [cell("arm", 3.0, 0.9), cell("small", 11.0, 0.88), cell("arm", 30.0, 0.93)]
-    graphs = [(node_features(c.candidates), *pair_features(c.candidates), c.labels.float()) for c in cells]
+    graphs = [(*cell_graph(c.candidates), c.labels.float()) for c in cells]
     nodes, pairs, edges, labels = join_graphs(graphs)
     with torch.no_grad():
         joined = rescorer.graph_logits(nodes, pairs, edges)
@@ -84,7 +84,7 @@ def test_joined_cells_are_scored_as_each_alone() -> None:
 
 def test_pairs_link_overlapping_candidates_both_ways() -> None:
     c = cell("arm", 0.0, 0.9).candidates  # the arm (0) and the whole chromosome (1) overlap; the others not
-    features, (i, j) = pair_features(c)
+    _, features, (i, j) = cell_graph(c)
     assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1), (1, 0)]
     arm_view = features[i.tolist().index(0)]
     assert abs(float(arm_view[0]) - 0.4) < 1e-6  # IoU

@@ -23,25 +23,24 @@ from deepace.models.rescorer import Candidates, box_features, feature_count, pai
 PAIR_FEATURES = 9
 
 
-def node_features(candidates: Candidates) -> Tensor:
-    """(N, F) per candidate: the greedy rescorer's features that do not depend on what was accepted."""
-    return box_features(candidates, pair_geometry(candidates)[:3])
-
-
-def pair_features(candidates: Candidates) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """The overlapping ordered pairs (i, j), i != j, and their (E, PAIR_FEATURES) geometry as seen from i:
-    IoU, share of i inside j, share of j inside i, j's score minus i's, whether j scores higher, j's centre
-    offset in i's widths and heights (clamped to ±3), and the log ratios of j's width and height to i's."""
+def cell_graph(candidates: Candidates) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """A cell's candidates as a graph, from one computation of their pair geometry:
+    - nodes (N, F): the greedy rescorer's features that do not depend on what was accepted;
+    - the overlapping ordered pairs (i, j), i != j, and their (E, PAIR_FEATURES) geometry as seen from i:
+      IoU, share of i inside j, share of j inside i, j's score minus i's, whether j scores higher, j's
+      centre offset in i's widths and heights (clamped to ±3), and the log ratios of j's width and height
+      to i's."""
     boxes, scores = candidates.boxes, candidates.scores
     n = len(boxes)
-    iou, covered, covering = pair_geometry(candidates)[:3]
+    geometry = pair_geometry(candidates)[:3]
+    iou, covered, covering = geometry
     i, j = torch.where((covered > 0) & ~torch.eye(n, dtype=torch.bool, device=boxes.device))
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-3)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     offset = ((centres[j] - centres[i]) / wh[i]).clamp(-3, 3)
     overlaps = [iou[i, j], covered[i, j], covering[i, j], scores[j] - scores[i], (j < i).float()]
-    features = torch.cat([torch.stack(overlaps, dim=1), offset, torch.log(wh[j] / wh[i])], dim=1)
-    return features, (i, j)
+    pairs = torch.cat([torch.stack(overlaps, dim=1), offset, torch.log(wh[j] / wh[i])], dim=1)
+    return box_features(candidates, geometry), pairs, (i, j)
 
 
 class SetRescorer(nn.Module):
@@ -90,5 +89,4 @@ class SetRescorer(nn.Module):
         """Each candidate's probability of being a chromosome that no higher-scored candidate claims."""
         if len(candidates.boxes) == 0:
             return candidates.scores.new_zeros(0)
-        pairs, edges = pair_features(candidates)
-        return torch.sigmoid(self.graph_logits(node_features(candidates), pairs, edges))
+        return torch.sigmoid(self.graph_logits(*cell_graph(candidates)))
