@@ -5,8 +5,10 @@ case end to end, and torchvision's fasterrcnn_resnet50_fpn on the same images in
 
 --no-optimise runs the model as trained (batch norms not folded, channels-first), to measure what
 `deepace count`'s inference optimisations buy. With them, it also times each spread with the RoIs pooled
-on one thread (as before session 14) right after the threaded run, and reports the median of the per-spread
-ratios, which the machine's drift between runs does not touch.
+on one thread (as before session 14) right after the threaded run and, when the backbone runs in ONNX
+Runtime (`--runtime auto|onnx`, `deepace count`'s default), with the backbone in torch right after (as
+before session 15), and reports the medians of the per-spread ratios, which the machine's drift between
+runs does not touch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,9 @@ from PIL import Image
 
 from deepace.cli.case_cmds import count_case
 from deepace.data.coco import read_coco
-from deepace.inference import Counter
+from deepace.inference import Counter, Detector
 from deepace.models.fuse import ThreadedRoIPool
+from deepace.models.onnx_backbone import OnnxBackbone
 from deepace.models.transform import gray_to_tensor
 
 
@@ -51,18 +55,17 @@ def set_roi_pooling(model: torch.nn.Module, threaded: dict[int, ThreadedRoIPool]
             module.box_roi_pool = threaded[id(module)] if on else threaded[id(module)].pool
 
 
-def paired_pooling_speedup(counter: Counter, paths: list[Path]) -> float:
-    """The median over `paths` of (seconds with one-thread RoI pooling) / (seconds threaded), each spread
-    counted both ways back to back."""
-    threaded: dict[int, ThreadedRoIPool] = {}
+def paired_speedup(counter: Counter, paths: list[Path], use_faster: Callable[[bool], None]) -> float:
+    """The median over `paths` of (seconds without a speed-up) / (seconds with it), each spread counted
+    both ways back to back; `use_faster(on)` switches the speed-up on or off (it is left on)."""
     ratios = []
     for path in paths:
         times = []
         for on in (True, False):
-            set_roi_pooling(counter.detector.model, threaded, on)
+            use_faster(on)
             times.append(median_seconds(counter.count_image, [path]))
         ratios.append(times[1] / times[0])
-    set_roi_pooling(counter.detector.model, threaded, True)
+    use_faster(True)
     return statistics.median(ratios)
 
 
@@ -73,20 +76,37 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-optimise", dest="optimise", action="store_false")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     paths = [r.path for r in read_coco(args.coco)[: args.n]]
-    counter = Counter(args.weights, optimise=args.optimise)
+    tic = time.perf_counter()
+    counter = Counter(args.weights, optimise=args.optimise, runtime=args.runtime)
+    load_seconds = time.perf_counter() - tic
+    model = counter.detector.model
     counter.count_image(paths[0])  # warm-up
     results: dict[str, float | str | bool] = {
         "images": len(paths),
         "threads": args.threads,
         "optimised": args.optimise,
-        "threaded_roi_pooling": any(isinstance(m, ThreadedRoIPool) for m in counter.detector.model.modules()),
+        "model_load_s": load_seconds,
+        "threaded_roi_pooling": any(isinstance(m, ThreadedRoIPool) for m in model.modules()),
+        "onnx_backbone": isinstance(model.backbone, OnnxBackbone),
     }
     results["deepace_s_per_cell"] = median_seconds(counter.count_image, paths)
     if results["threaded_roi_pooling"]:
-        results["threaded_roi_pooling_speedup"] = paired_pooling_speedup(counter, paths)
+        threaded: dict[int, ThreadedRoIPool] = {}
+        results["threaded_roi_pooling_speedup"] = paired_speedup(
+            counter, paths, lambda on: set_roi_pooling(model, threaded, on)
+        )
+    if results["onnx_backbone"]:
+        backbones = {
+            True: model.backbone,
+            False: Detector.load(args.weights, optimise=True, runtime="torch").model.backbone,
+        }
+        results["onnx_backbone_speedup"] = paired_speedup(
+            counter, paths, lambda on: setattr(model, "backbone", backbones[on])
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "spread_1600x1200.png"

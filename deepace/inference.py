@@ -120,10 +120,15 @@ class Detector:
 
     @classmethod
     def load(
-        cls, path: Path | None = None, num_threads: int | None = None, optimise: bool = False
+        cls,
+        path: Path | None = None,
+        num_threads: int | None = None,
+        optimise: bool = False,
+        runtime: str = "auto",
     ) -> Detector:
-        """`optimise`: fold batch norms, go channels-last and pool RoIs on every thread, for speed (models
-        that are only run, never saved or trained: it removes parameters from the state dict)."""
+        """`optimise`: fold batch norms, go channels-last, pool RoIs on every thread and, unless `runtime`
+        is 'torch', run the backbone in ONNX Runtime, for speed (models that are only run, never saved or
+        trained: it removes parameters from the state dict)."""
         import torch
 
         from deepace.config import Config
@@ -137,7 +142,7 @@ class Detector:
         if optimise:
             if num_threads:
                 torch.set_num_threads(num_threads)  # before: the RoI pooling takes its thread count
-            optimise_for_inference(model)
+            optimise_for_inference(model, runtime)
         return cls(
             model,
             config,
@@ -188,11 +193,13 @@ class Counter:
         num_threads: int | None = None,
         optimise: bool = True,
         magnification: float = 1.0,
+        runtime: str = "auto",
     ) -> None:
         """`magnification`: resize every image by this factor before the model's own scaling, for spreads
         imaged at another magnification than the training images (2: chromosomes half the training size;
-        BENCHMARKS.md, "Other magnifications")."""
-        self.detector = Detector.load(weights, num_threads, optimise=optimise)
+        BENCHMARKS.md, "Other magnifications"). `runtime`: the backbone's, with `optimise` (auto: ONNX
+        Runtime when it works, else torch; onnx; torch)."""
+        self.detector = Detector.load(weights, num_threads, optimise=optimise, runtime=runtime)
         self.magnification = magnification
         self.stain = stain
         self.user_threshold = score_threshold

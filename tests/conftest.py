@@ -31,3 +31,17 @@ def spread(h: int = 60, w: int = 80, fluorescence: bool = False, seed: int = 0) 
 @pytest.fixture
 def make_spread():
     return spread
+
+
+@pytest.fixture(autouse=True, scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Backbones exported for ONNX Runtime in the tests go to a folder of this run, not the user's cache."""
+    import os
+
+    before = os.environ.get("DEEPACE_CACHE")
+    os.environ["DEEPACE_CACHE"] = str(tmp_path_factory.mktemp("deepace-cache"))
+    yield Path(os.environ["DEEPACE_CACHE"])
+    if before is None:
+        os.environ.pop("DEEPACE_CACHE", None)
+    else:
+        os.environ["DEEPACE_CACHE"] = before

@@ -40,6 +40,12 @@ def count_command(
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all)."),
     magnification: float = magnification_option(),
+    runtime: str = typer.Option(
+        "auto",
+        "--runtime",
+        help="Run the backbone in ONNX Runtime (onnx; exported once per model, then cached), in torch "
+        "(torch), or in ONNX Runtime when that works (auto).",
+    ),
 ) -> None:
     """Count the chromosomes in each metaphase image."""
     from deepace.data.images import find_images
@@ -47,6 +53,8 @@ def count_command(
 
     if stain not in ("auto", "brightfield", "fluorescence"):
         raise typer.BadParameter("--stain must be auto, brightfield or fluorescence")
+    if runtime not in ("auto", "onnx", "torch"):
+        raise typer.BadParameter("--runtime must be auto, onnx or torch")
     inputs = list(paths or [])
     if examples:
         inputs.append(EXAMPLES_DIR)
@@ -64,6 +72,7 @@ def count_command(
         score_threshold=score_threshold,
         num_threads=threads,
         magnification=magnification,
+        runtime=runtime,
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)

