@@ -5,7 +5,7 @@ case end to end, and torchvision's fasterrcnn_resnet50_fpn on the same images in
 
 --no-optimise runs the model as trained (batch norms not folded, channels-first), to measure what
 `deepace count`'s inference optimisations buy. With them, it also times each spread with the RoIs pooled
-on one thread (as before session 14) right after the threaded run and, when the backbone runs in ONNX
+by torchvision's roi_align (one thread, as before session 14) right after and, when the backbone runs in ONNX
 Runtime (`--runtime auto|onnx`, `deepace count`'s default), with the backbone in torch right after (as
 before session 15), and reports the medians of the per-spread ratios, which the machine's drift between
 runs does not touch.
@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.ops import MultiScaleRoIAlign
 
 from deepace.cli.case_cmds import count_case
 from deepace.data.coco import read_coco
 from deepace.inference import Counter, Detector
-from deepace.models.fuse import ThreadedRoIPool
+from deepace.models.matrix_roi_align import MatrixRoIAlign
 from deepace.models.onnx_backbone import OnnxBackbone
 from deepace.models.transform import gray_to_tensor
 
@@ -44,15 +45,31 @@ def median_seconds(fn, items) -> float:  # noqa: ANN001
     return statistics.median(times)
 
 
-def set_roi_pooling(model: torch.nn.Module, threaded: dict[int, ThreadedRoIPool], on: bool) -> None:
-    """Swap every RoI heads' pooler between its ThreadedRoIPool (kept in `threaded`, by heads) and the
-    pooler inside it."""
-    for module in model.modules():
-        pool = getattr(module, "box_roi_pool", None)
-        if isinstance(pool, ThreadedRoIPool):
-            threaded[id(module)] = pool
-        if id(module) in threaded:
-            module.box_roi_pool = threaded[id(module)] if on else threaded[id(module)].pool
+def swap_modules(model: torch.nn.Module, replacements: dict[int, torch.nn.Module]) -> None:
+    """Replace every child module whose id is a key of `replacements` by its value."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if id(child) in replacements:
+                setattr(module, name, replacements[id(child)])
+
+
+def torchvision_poolers(
+    model: torch.nn.Module,
+) -> tuple[dict[int, torch.nn.Module], dict[int, torch.nn.Module]]:
+    """For each MatrixRoIAlign in `model`, a torchvision MultiScaleRoIAlign pooling the same: the maps
+    from the one to the other and back (by id), for `swap_modules`."""
+    to_torchvision: dict[int, torch.nn.Module] = {}
+    back: dict[int, torch.nn.Module] = {}
+    for pool in {id(m): m for m in model.modules() if isinstance(m, MatrixRoIAlign)}.values():
+        plain = MultiScaleRoIAlign(
+            pool.featmap_names,
+            pool.output_size,
+            pool.sampling_ratio,
+            canonical_scale=pool.canonical_scale,
+            canonical_level=pool.canonical_level,
+        )
+        to_torchvision[id(pool)], back[id(plain)] = plain, pool
+    return to_torchvision, back
 
 
 def paired_speedup(counter: Counter, paths: list[Path], use_faster: Callable[[bool], None]) -> float:
@@ -90,14 +107,14 @@ def main() -> None:
         "threads": args.threads,
         "optimised": args.optimise,
         "model_load_s": load_seconds,
-        "threaded_roi_pooling": any(isinstance(m, ThreadedRoIPool) for m in model.modules()),
+        "matrix_roi_pooling": any(isinstance(m, MatrixRoIAlign) for m in model.modules()),
         "onnx_backbone": isinstance(model.backbone, OnnxBackbone),
     }
     results["deepace_s_per_cell"] = median_seconds(counter.count_image, paths)
-    if results["threaded_roi_pooling"]:
-        threaded: dict[int, ThreadedRoIPool] = {}
-        results["threaded_roi_pooling_speedup"] = paired_speedup(
-            counter, paths, lambda on: set_roi_pooling(model, threaded, on)
+    if results["matrix_roi_pooling"]:
+        to_torchvision, back = torchvision_poolers(model)
+        results["matrix_roi_pooling_speedup"] = paired_speedup(
+            counter, paths, lambda on: swap_modules(model, back if on else to_torchvision)
         )
     if results["onnx_backbone"]:
         backbones = {

@@ -126,9 +126,9 @@ class Detector:
         optimise: bool = False,
         runtime: str = "auto",
     ) -> Detector:
-        """`optimise`: fold batch norms, go channels-last, pool RoIs on every thread and, unless `runtime`
-        is 'torch', run the backbone in ONNX Runtime, for speed (models that are only run, never saved or
-        trained: it removes parameters from the state dict)."""
+        """`optimise`: fold batch norms, go channels-last, pool RoIs by sparse matrix products and, unless
+        `runtime` is 'torch', run the backbone in ONNX Runtime, for speed (models that are only run, never
+        saved or trained: it removes parameters from the state dict)."""
         import torch
 
         from deepace.config import Config

@@ -56,50 +56,20 @@ def test_optimised_detector_predicts_what_the_saved_one_does(tmp_path: Path) -> 
     torch.testing.assert_close(torch.from_numpy(fast_boxes), torch.from_numpy(boxes), rtol=1e-3, atol=1e-2)
 
 
-def test_threaded_roi_pooling_gives_the_rows_of_one_call() -> None:
-    """ThreadedRoIPool splits each image's boxes between threads: the rows must come back in the
-    pooler's order (image by image, box by box) and equal one call's, for channels-last maps too, with an
-    image that has no boxes, and with fewer boxes than threads."""
+def test_optimised_loading_pools_with_one_shared_matrix_pooler(tmp_path: Path) -> None:
+    """Every MultiScaleRoIAlign of the optimised detector (box and context poolers, shared by the cascade's
+    stages) becomes a MatrixRoIAlign, still shared."""
     from torchvision.ops import MultiScaleRoIAlign
 
-    from deepace.models.context import ContextRoIPool
-    from deepace.models.fuse import ThreadedRoIPool
+    from deepace.models.matrix_roi_align import MatrixRoIAlign
 
-    torch.manual_seed(0)
-    features = {
-        "0": torch.rand(3, 8, 40, 48).contiguous(memory_format=torch.channels_last),
-        "1": torch.rand(3, 8, 20, 24),
-    }
-    shapes = [(320, 384)] * 3
-
-    def random_boxes(n: int) -> torch.Tensor:
-        xy = torch.rand(n, 2) * 250
-        return torch.cat([xy, xy + 8 + torch.rand(n, 2) * 120], dim=1)
-
-    pool = ContextRoIPool(
-        MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=2),
-        MultiScaleRoIAlign(["0", "1"], output_size=3, sampling_ratio=4),
-        scale=1.5,
-    )
-    threaded = ThreadedRoIPool(pool, workers=3)
-    for boxes in ([random_boxes(37), random_boxes(0), random_boxes(11)], [random_boxes(2)] * 3):
-        expected = pool(features, boxes, shapes)
-        got = threaded(features, boxes, shapes)
-        assert got.shape == (sum(len(b) for b in boxes), expected.shape[1])
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
-
-
-def test_optimised_loading_threads_the_shared_roi_pooler(tmp_path: Path) -> None:
-    from deepace.models.fuse import ThreadedRoIPool
-
-    config = tiny_config(backbone="mobilenet_v2")
+    config = tiny_config(backbone="mobilenet_v2", head="fc", roi_context=2.0, cascade_ious=[0.6])
     path = tmp_path / "m.pt"
     save_model(path, build_detector(config.model).eval(), config, score_threshold=0.3)
-    threads = torch.get_num_threads()
-    try:
-        fast = Detector.load(path, num_threads=2, optimise=True).model
-        assert isinstance(fast.roi_heads.box_roi_pool, ThreadedRoIPool)
-        single = Detector.load(path, num_threads=1, optimise=True).model
-        assert not any(isinstance(m, ThreadedRoIPool) for m in single.modules())
-    finally:
-        torch.set_num_threads(threads)
+    fast = Detector.load(path, optimise=True, runtime="torch").model
+    pools = [m for m in fast.modules() if isinstance(m, MultiScaleRoIAlign)]
+    assert len(pools) == 2
+    assert all(isinstance(m, MatrixRoIAlign) for m in pools)
+    assert fast.roi_heads.stages[0].box_roi_pool is fast.roi_heads.box_roi_pool
+    plain = Detector.load(path).model
+    assert not any(isinstance(m, MatrixRoIAlign) for m in plain.modules())
