@@ -141,7 +141,7 @@ class Detector:
         model.load_state_dict(float_weights(payload))
         if optimise:
             if num_threads:
-                torch.set_num_threads(num_threads)  # before: the RoI pooling takes its thread count
+                torch.set_num_threads(num_threads)  # before: ONNX Runtime takes its thread count
             optimise_for_inference(model, runtime)
         return cls(
             model,

@@ -75,6 +75,19 @@ def test_the_export_is_cached_per_model(tmp_path: Path, monkeypatch: pytest.Monk
     torch.testing.assert_close(repaired(x)["0"], first(x)["0"], rtol=0, atol=0)
 
 
+def test_the_cache_keeps_the_newest_exports(tmp_path: Path) -> None:
+    import os
+
+    for i in range(ob.KEEP_CACHED + 2):
+        old = tmp_path / f"backbone-old{i}.onnx"
+        old.write_bytes(b"")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    ob.onnx_backbone(trained_like_detector().backbone, threads=1, cache=tmp_path)
+    kept = {f.name for f in tmp_path.glob("backbone-*.onnx")}
+    assert len(kept) == ob.KEEP_CACHED
+    assert "backbone-old0.onnx" not in kept and f"backbone-old{ob.KEEP_CACHED + 1}.onnx" in kept
+
+
 def test_an_unwritable_cache_still_runs(tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("")

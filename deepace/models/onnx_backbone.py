@@ -2,8 +2,8 @@
 
 Why: the backbone's convolutions are most of a spread's time on a CPU, and ONNX Runtime fuses each
 convolution with the activation after it (MobileNetV2's ReLU6 is a separate `clamp` pass in eager torch)
-and picks its own kernels: on the 2-core development CPU it made a whole spread 1.2× faster with the same
-counts (BENCHMARKS.md, "Speed"). The RPN, the RoI heads and the post-processing stay in torch.
+and picks its own kernels: on the 2-core development CPU it made a whole spread 1.1–1.2× faster with the
+same counts (BENCHMARKS.md, "Speed"). The RPN, the RoI heads and the post-processing stay in torch.
 
 The backbone is exported once per model and machine set-up and cached on disk (keyed by its weights,
 architecture and the library versions), so later runs only open the file. The export uses torch's
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 RUNTIMES = ("auto", "onnx", "torch")
+KEEP_CACHED = 8  # exported backbones kept in the cache (each model a lab fine-tunes adds one, ~9 MB)
 
 __all__ = ["OPSET", "RUNTIMES", "OnnxBackbone", "cache_dir", "onnx_backbone", "use_onnx_backbone"]
 
@@ -116,6 +117,13 @@ def _export(backbone: nn.Module, names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
+def _prune(folder: Path) -> None:
+    """Delete all but the KEEP_CACHED most recently written exported backbones in `folder`."""
+    files = sorted(folder.glob("backbone-*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
+    for old in files[KEEP_CACHED:]:
+        old.unlink(missing_ok=True)
+
+
 def onnx_backbone(backbone: nn.Module, threads: int | None = None, cache: Path | None = None) -> OnnxBackbone:
     """`backbone` (in eval mode, as it will run) exported to ONNX and opened in ONNX Runtime; the file is
     taken from, or written to, `cache` (default `cache_dir()`); an unwritable cache only costs the export
@@ -135,6 +143,7 @@ def onnx_backbone(backbone: nn.Module, threads: int | None = None, cache: Path |
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(model)
         tmp.replace(path)
+        _prune(path.parent)
     except OSError as exc:
         log.info("could not cache the exported backbone in %s: %s", path.parent, exc)
     return OnnxBackbone(model, names, backbone.out_channels, threads)
