@@ -151,6 +151,16 @@ class Detector:
             payload.get("stain_thresholds"),
         )
 
+    def optimised_copy(self, runtime: str = "auto") -> Detector:
+        """A copy of this detector optimised as `deepace count` runs it (deepace.models.fuse), for passes
+        over many images whose results feed a model that will be saved; this one keeps every parameter."""
+        import copy
+
+        from deepace.models.fuse import optimise_for_inference
+
+        model = optimise_for_inference(copy.deepcopy(self.model).eval(), runtime)
+        return Detector(model, self.config, self.score_threshold, stain_thresholds=self.stain_thresholds)
+
     def prepare(self, path: Path, stain: str = "auto") -> np.ndarray:
         return self.prepare_with_stain(path, stain)[0]
 

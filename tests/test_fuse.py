@@ -73,3 +73,25 @@ def test_optimised_loading_pools_with_one_shared_matrix_pooler(tmp_path: Path) -
     assert fast.roi_heads.stages[0].box_roi_pool is fast.roi_heads.box_roi_pool
     plain = Detector.load(path).model
     assert not any(isinstance(m, MatrixRoIAlign) for m in plain.modules())
+
+
+def test_optimised_copy_leaves_the_detector_whole(tmp_path: Path) -> None:
+    """`Detector.optimised_copy` (train-rescorer's candidate passes) runs as `deepace count` does, and the
+    detector it was made from keeps every parameter, to be saved afterwards."""
+    from deepace.models.matrix_roi_align import MatrixRoIAlign
+
+    config = tiny_config(backbone="mobilenet_v2")
+    path = tmp_path / "m.pt"
+    save_model(path, build_detector(config.model).eval(), config, score_threshold=0.3)
+    detector = Detector.load(path)
+    keys = set(detector.model.state_dict())
+    fast = detector.optimised_copy(runtime="torch")
+    assert set(detector.model.state_dict()) == keys
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in detector.model.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.model.modules())
+    assert any(isinstance(m, MatrixRoIAlign) for m in fast.model.modules())
+    img, _ = blob_image(np.random.default_rng(1), size=160, n=3)
+    boxes, scores = detector.predict_gray(img)
+    fast_boxes, fast_scores = fast.predict_gray(img)
+    torch.testing.assert_close(torch.from_numpy(fast_scores), torch.from_numpy(scores), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(fast_boxes), torch.from_numpy(boxes), rtol=1e-3, atol=1e-2)

@@ -141,7 +141,7 @@ def export_command(
     threshold = detector.score_threshold if score_threshold is None else score_threshold
     stain_thresholds = dict(detector.stain_thresholds)
     if calibrate_on:
-        stain_thresholds = calibrate_stain_thresholds(running_copy(detector), _read_records(calibrate_on))
+        stain_thresholds = calibrate_stain_thresholds(detector.optimised_copy(), _read_records(calibrate_on))
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
         threshold = stain_thresholds.get("brightfield", threshold)
     save_model(
@@ -156,20 +156,6 @@ def export_command(
     typer.echo(
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, threshold {threshold:.3f}, "
         f"per stain {stain_thresholds or '-'})"
-    )
-
-
-def running_copy(detector):  # noqa: ANN001, ANN201
-    """A copy of `detector` optimised as `deepace count` runs it (deepace.models.fuse), for passes over
-    many images whose results feed the saved model; the original keeps every parameter, to be saved."""
-    import copy
-
-    from deepace.inference import Detector
-    from deepace.models.fuse import optimise_for_inference
-
-    model = optimise_for_inference(copy.deepcopy(detector.model).eval(), runtime="auto")
-    return Detector(
-        model, detector.config, detector.score_threshold, stain_thresholds=detector.stain_thresholds
     )
 
 
@@ -245,7 +231,7 @@ def train_rescorer_command(
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:
-        samples = collect_candidates(running_copy(detector), _read_records(train), flips=flips.value)
+        samples = collect_candidates(detector.optimised_copy(), _read_records(train), flips=flips.value)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(samples, cache)
@@ -257,7 +243,7 @@ def train_rescorer_command(
     stain_thresholds: dict[str, float] = {}
     meta = {"base_model": str(model_file), "rescorer": {**result, "train": [str(p) for p in train]}}
     if calibrate_on:
-        stain_thresholds = calibrate_stain_thresholds(running_copy(detector), _read_records(calibrate_on))
+        stain_thresholds = calibrate_stain_thresholds(detector.optimised_copy(), _read_records(calibrate_on))
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
     else:
         typer.echo(f"no --calibrate-on: counting threshold {detector.score_threshold} (uncalibrated)")
