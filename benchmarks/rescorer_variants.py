@@ -185,7 +185,7 @@ def main() -> None:
         if cache.exists():
             samples = torch.load(cache, weights_only=False)
         else:
-            samples = collect_candidates(detector, records)
+            samples = collect_candidates(detector.optimised_copy(), records)
             torch.save(samples, cache)
         labelled = sum(int(s.labels.sum()) == len(r.boxes) for s, r in zip(samples, records, strict=True))
         print(
