@@ -16,6 +16,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from deepace.models.matrix_roi_align import MatrixRoIAlign
+from deepace.models.onnx_backbone import use_onnx_backbone
 
 
 @torch.no_grad()
@@ -53,8 +54,6 @@ def optimise_for_inference(model: nn.Module, runtime: str = "torch") -> nn.Modul
     """Fold frozen batch norms, make every convolution channels-last, pool RoIs by sparse matrix products
     and, with `runtime` 'auto' or 'onnx', run the backbone in ONNX Runtime (onnx_backbone.py); in place;
     returns `model`."""
-    from deepace.models.onnx_backbone import use_onnx_backbone
-
     fold_frozen_batchnorm(model)
     use_onnx_backbone(model, runtime)
     matrix_roi_pooling(model)

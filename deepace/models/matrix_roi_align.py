@@ -23,11 +23,11 @@ from torchvision.ops.poolers import _filter_input, _setup_scales
 __all__ = ["MatrixRoIAlign", "bilinear_taps", "roi_align_matrix"]
 
 
-def bilinear_taps(coords: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Sampling coordinates along one axis of a map `size` pixels long -> (valid, low, high, weight of
-    low, weight of high), as torchvision's roi_align kernel computes them: a point more than one pixel
-    outside the map contributes nothing; points before the first pixel read it, points past the last
-    pixel's centre read the last one."""
+def bilinear_taps(coords: Tensor, size: int | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Sampling coordinates along one axis of a map `size` pixels long (or per box, broadcast) -> (valid,
+    low, high, weight of low, weight of high), as torchvision's roi_align kernel computes them: a point
+    more than one pixel outside the map contributes nothing; points before the first pixel read it,
+    points past the last pixel's centre read the last one."""
     valid = (coords >= -1.0) & (coords <= size)
     coords = coords.clamp(min=0.0)
     low = coords.floor().long()
