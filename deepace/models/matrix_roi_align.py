@@ -6,7 +6,7 @@ its context × 2 pyramid levels). Each pooled value is a fixed weighted sum of f
 bilinear taps at each of sampling_ratio² points, averaged), so all of a call's outputs are one sparse
 matrix — rows (box, bin), columns (level, image, pixel), at most 4·sampling_ratio² entries a row — times
 the feature maps laid out as (pixels, channels). The matrix is built with a few vectorised operations and
-the product runs on every thread (about 3× faster than `roi_align` on one thread, on the shipped model's
+the product runs on every thread (3–5× faster than `roi_align` on one thread, on the shipped model's
 400 boxes). Sampling points and weights follow torchvision's kernel (aligned=False) rule for rule, so the
 outputs equal `MultiScaleRoIAlign`'s up to float rounding (a different summation order).
 """
