@@ -179,10 +179,10 @@ def main() -> None:
     validation = []
     for val in args.val:
         records, cache = read_coco(val), validation_cache(args.train_cache, val)
-        samples = (
-            torch.load(cache, weights_only=False) if cache.exists() else collect_candidates(detector, records)
-        )
-        if not cache.exists():
+        if cache.exists():
+            samples = torch.load(cache, weights_only=False)
+        else:
+            samples = collect_candidates(detector.optimised_copy(), records)
             torch.save(samples, cache)
         validation.append((val, records, samples))
     none = [torch.zeros(len(s.labels), 0) for s in train]
