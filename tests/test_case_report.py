@@ -244,13 +244,14 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     case = make_case(tmp_path, [46, 47], broken=True)
     made: list[dict] = []
 
-    def fake_counter(weights=None, stain="auto", score_threshold=None, magnification=1.0):
+    def fake_counter(weights=None, stain="auto", score_threshold=None, magnification=1.0, runtime="auto"):
         made.append(
             {
                 "weights": weights,
                 "stain": stain,
                 "score_threshold": score_threshold,
                 "magnification": magnification,
+                "runtime": runtime,
             }
         )
         return FakeCounter({"cell01.png": 46, "cell02.png": 47})
@@ -273,11 +274,21 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
             "brightfield",
             "--magnification",
             "1.5",
+            "--runtime",
+            "torch",
             "--no-progress",
         ],
     )
     assert res.exit_code == 0, res.output
-    assert made == [{"weights": None, "stain": "brightfield", "score_threshold": 0.6, "magnification": 1.5}]
+    assert made == [
+        {
+            "weights": None,
+            "stain": "brightfield",
+            "score_threshold": 0.6,
+            "magnification": 1.5,
+            "runtime": "torch",
+        }
+    ]
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
     assert case_io.model_json_path(case).is_file()
     assert "broken.png" in res.output and "Report:" in res.output
@@ -285,6 +296,8 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
 
     res = CliRunner().invoke(app, ["case", str(case), "--stain", "purple"])
     assert res.exit_code != 0
+    res = CliRunner().invoke(app, ["case", str(case), "--runtime", "tensorrt"])
+    assert res.exit_code != 0 and len(made) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
     res = CliRunner().invoke(app, ["case", str(empty)])

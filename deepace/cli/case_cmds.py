@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepace.cli.count_cmd import magnification_option
+from deepace.cli.count_cmd import Runtime, magnification_option, runtime_option
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 
@@ -100,6 +100,7 @@ def register(app: typer.Typer) -> None:
         ),
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
         magnification: float = magnification_option(),
+        runtime: Runtime = runtime_option(),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Count every cell of a case and write the case report (HTML, CSV, JSON)."""
@@ -113,7 +114,11 @@ def register(app: typer.Typer) -> None:
             err.print(f"[red]{case_dir}: no image found (TIFF, PNG, JPEG or BMP)[/red]")
             raise typer.Exit(1)
         counter = Counter(
-            weights=weights, stain=stain, score_threshold=score_threshold, magnification=magnification
+            weights=weights,
+            stain=stain,
+            score_threshold=score_threshold,
+            magnification=magnification,
+            runtime=runtime.value,
         )
         _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
@@ -130,6 +135,7 @@ def register(app: typer.Typer) -> None:
         score_threshold: float | None = typer.Option(None, "--score-threshold", min=0.0, max=1.0),
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
         magnification: float = magnification_option(),
+        runtime: Runtime = runtime_option(),
     ) -> None:
         """Open the review app: check and correct the automatic counts in a browser."""
         import uvicorn
@@ -147,7 +153,11 @@ def register(app: typer.Typer) -> None:
             from deepace.inference import Counter
 
             return Counter(
-                weights=weights, stain=stain, score_threshold=score_threshold, magnification=magnification
+                weights=weights,
+                stain=stain,
+                score_threshold=score_threshold,
+                magnification=magnification,
+                runtime=runtime.value,
             )
 
         allowed: Sequence[str] = LOOPBACK_HOSTS

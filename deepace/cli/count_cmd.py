@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -25,6 +26,25 @@ def magnification_option() -> typer.models.OptionInfo:
     )
 
 
+class Runtime(str, Enum):
+    """Where the backbone runs (`deepace.models.onnx_backbone.RUNTIMES`; kept here so the CLI starts
+    without importing torch)."""
+
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
+
+
+def runtime_option() -> typer.models.OptionInfo:
+    """`--runtime` (count, case, serve)."""
+    return typer.Option(
+        "auto",
+        "--runtime",
+        help="Run the backbone in ONNX Runtime (onnx; exported once per model into ~/.cache/deepace), in "
+        "torch (torch), or in ONNX Runtime when that works, else torch with a warning (auto).",
+    )
+
+
 def count_command(
     paths: list[Path] = typer.Argument(None, help="Image files and folders (searched recursively)."),
     examples: bool = typer.Option(False, "--examples", help="Count the example images shipped with DeepACE."),
@@ -40,12 +60,7 @@ def count_command(
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all)."),
     magnification: float = magnification_option(),
-    runtime: str = typer.Option(
-        "auto",
-        "--runtime",
-        help="Run the backbone in ONNX Runtime (onnx; exported once per model, then cached), in torch "
-        "(torch), or in ONNX Runtime when that works (auto).",
-    ),
+    runtime: Runtime = runtime_option(),
 ) -> None:
     """Count the chromosomes in each metaphase image."""
     from deepace.data.images import find_images
@@ -53,8 +68,6 @@ def count_command(
 
     if stain not in ("auto", "brightfield", "fluorescence"):
         raise typer.BadParameter("--stain must be auto, brightfield or fluorescence")
-    if runtime not in ("auto", "onnx", "torch"):
-        raise typer.BadParameter("--runtime must be auto, onnx or torch")
     inputs = list(paths or [])
     if examples:
         inputs.append(EXAMPLES_DIR)
@@ -72,7 +85,7 @@ def count_command(
         score_threshold=score_threshold,
         num_threads=threads,
         magnification=magnification,
-        runtime=runtime,
+        runtime=runtime.value,
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)
