@@ -93,32 +93,18 @@ def test_runtime_option_picks_the_backbones_runtime(tmp_path: Path, model_file: 
     """`--runtime onnx` and `--runtime torch` count the same boxes; an unknown runtime is refused."""
     pytest.importorskip("onnxruntime")
     write_blob_records(tmp_path / "cells", 2, size=128)
+    base = ["count", str(tmp_path / "cells"), "--weights", str(model_file)]
     scores = {}
     for runtime in ("onnx", "torch"):
         js = tmp_path / f"{runtime}.json"
-        result = CliRunner().invoke(
-            app,
-            [
-                "count",
-                str(tmp_path / "cells"),
-                "--weights",
-                str(model_file),
-                "--runtime",
-                runtime,
-                "--json",
-                str(js),
-            ],
-        )
+        result = CliRunner().invoke(app, [*base, "--runtime", runtime, "--json", str(js)])
         assert result.exit_code == 0, result.output
         scores[runtime] = [
             d["score"] for image in json.loads(js.read_text())["images"] for d in image["detections"]
         ]
     assert len(scores["torch"]) > 0
     assert scores["onnx"] == pytest.approx(scores["torch"], abs=1e-4)
-    bad = CliRunner().invoke(
-        app, ["count", str(tmp_path), "--weights", str(model_file), "--runtime", "tensorrt"]
-    )
-    assert bad.exit_code != 0
+    assert CliRunner().invoke(app, [*base, "--runtime", "tensorrt"]).exit_code != 0
 
 
 def test_per_stain_thresholds_follow_the_detected_stain(tmp_path: Path) -> None:
