@@ -1,9 +1,7 @@
 """Where a spread's time goes in `deepace count`'s model, and the two hand-written speed-ups against what
 they replace, on this CPU.
 
-    python -m benchmarks.inference_profile --coco ~/deepace-runs/data/taichung/val.json --n 12
-
-(run from the repository root, as a module: it imports the reference Soft-NMS from tests/).
+    python benchmarks/inference_profile.py --coco ~/deepace-runs/data/taichung/val.json --n 12
 
 1. Per part of the model (forward hooks), the median over spreads 3…n of the seconds per spread.
 2. RoI pooling of 400 random boxes on a 128×124×136 map (the shipped model's stride-8 level for a Taichung
@@ -16,28 +14,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from speed import median_seconds, spread_arguments  # benchmarks/ is on the path when a script in it runs
 from torchvision.ops import MultiScaleRoIAlign, box_iou
 
 from deepace.data.coco import read_coco
 from deepace.inference import Counter
 from deepace.models.matrix_roi_align import MatrixRoIAlign
 from deepace.models.soft_nms import pairwise_iou, soft_nms
-from tests.test_soft_nms import reference_soft_nms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/
+from tests.test_soft_nms import reference_soft_nms  # noqa: E402
 
 
-def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+def repeated_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
+    """The median seconds of `repeats` calls of `fn`."""
+    return median_seconds(lambda _: fn(), range(repeats))
 
 
 def part_times(counter: Counter, paths: list[Path]) -> dict[str, float]:
@@ -90,7 +88,7 @@ def pooling_times(threads: int) -> dict[str, float]:
         ("torchvision roi_align", MultiScaleRoIAlign(["0"], 7, 2)),
     ):
         torch.set_num_threads(threads)
-        out[f"{name}, 7×7, sampling 2"] = median_seconds(lambda p=pool: p(features, boxes, shapes))
+        out[f"{name}, 7×7, sampling 2"] = repeated_seconds(lambda p=pool: p(features, boxes, shapes))
     return out
 
 
@@ -100,21 +98,18 @@ def suppression_times() -> dict[str, float]:
     boxes = torch.cat([xy, xy + 10 + torch.rand(1000, 2, generator=g) * 150], dim=1)
     scores = torch.rand(1000, generator=g)
     return {
-        "deepace soft_nms (numpy loop)": median_seconds(lambda: soft_nms(boxes, scores, max_output=400)),
-        "plain Soft-NMS, pick by pick in torch": median_seconds(
+        "deepace soft_nms (numpy loop)": repeated_seconds(lambda: soft_nms(boxes, scores, max_output=400)),
+        "plain Soft-NMS, pick by pick in torch": repeated_seconds(
             lambda: reference_soft_nms(boxes, scores, "gaussian", 0.5, 0.5, 1e-3, 400)
         ),
-        "torchvision box_iou, 1,000 × 1,000": median_seconds(lambda: box_iou(boxes, boxes)),
-        "pairwise_iou, 1,000 × 1,000": median_seconds(lambda: pairwise_iou(boxes)),
+        "torchvision box_iou, 1,000 × 1,000": repeated_seconds(lambda: box_iou(boxes, boxes)),
+        "pairwise_iou, 1,000 × 1,000": repeated_seconds(lambda: pairwise_iou(boxes)),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--coco", type=Path, required=True)
-    parser.add_argument("--n", type=int, default=12)
-    parser.add_argument("--weights", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    spread_arguments(parser, n=12)
     args = parser.parse_args()
     counter = Counter(args.weights, num_threads=args.threads)
     paths = [r.path for r in read_coco(args.coco)[: args.n]]

@@ -86,12 +86,17 @@ def paired_speedup(counter: Counter, paths: list[Path], use_faster: Callable[[bo
     return statistics.median(ratios)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def spread_arguments(parser: argparse.ArgumentParser, n: int) -> None:
+    """--coco, --n (the first n spreads), --weights and --threads: what the timing scripts here share."""
     parser.add_argument("--coco", type=Path, required=True)
-    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--n", type=int, default=n)
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    spread_arguments(parser, n=20)
     parser.add_argument("--no-optimise", dest="optimise", action="store_false")
     parser.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"])
     args = parser.parse_args()
