@@ -91,7 +91,6 @@ def test_score_threshold_override_and_bad_stain(tmp_path: Path, model_file: Path
 
 def test_runtime_option_picks_the_backbones_runtime(tmp_path: Path, model_file: Path) -> None:
     """`--runtime onnx` and `--runtime torch` count the same boxes; an unknown runtime is refused."""
-    pytest.importorskip("onnxruntime")
     write_blob_records(tmp_path / "cells", 2, size=128)
     base = ["count", str(tmp_path / "cells"), "--weights", str(model_file)]
     scores = {}

@@ -17,8 +17,6 @@ from deepace.models.detector import build_detector
 from deepace.models.fuse import fold_frozen_batchnorm
 from tests.helpers_detection import blob_image, tiny_config
 
-pytest.importorskip("onnxruntime")
-
 
 def trained_like_detector() -> torch.nn.Module:
     """A tiny MobileNetV2 detector with non-trivial batch-norm statistics, in eval mode."""
