@@ -50,6 +50,8 @@ class ModelConfig:
     repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
     repulsion_weight: float = 10.0  # α
     smooth_ln_sigma: float = 1.0
+    # With cascade stages: the repulsion term on every stage's boxes, not only the first's (not in the paper)
+    repulsion_all_stages: bool = False
     box_nms_iou: float = 0.5
     box_soft_nms: str | None = "gaussian"  # §3.2: NMS then Soft-NMS after Fast R-CNN
     box_soft_nms_sigma: float = 0.5

@@ -8,6 +8,7 @@ from torch import nn
 
 from deepace.models.cascade import CascadeRoIHeads, predict
 from deepace.models.detector import adapt_state_dict, build_detector
+from deepace.models.roi_heads import repulsion_loss
 from tests.helpers_detection import ONE_CHROMOSOME, tiny_config
 
 CASCADE = {"fpn": True, "head": "fc", "repulsion": "none", "cascade_ious": (0.6,)}
@@ -134,3 +135,38 @@ def test_a_stage_can_send_a_scaled_gradient_into_the_shared_features() -> None:
         grads.append(features["0"].grad)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[1], grads[0] * 0.25)
+
+
+TOUCHING = torch.tensor([[10.0, 10.0, 40.0, 70.0], [40.0, 10.0, 70.0, 70.0]])  # two chromosomes side by side
+
+
+@pytest.mark.parametrize("all_stages", [True, False])
+def test_the_repulsion_term_reaches_the_further_stages_only_when_asked(all_stages: bool) -> None:
+    torch.manual_seed(0)
+    config = tiny_config(
+        **{**CASCADE, "cascade_ious": (0.6, 0.7), "repulsion": "tnrl", "repulsion_all_stages": all_stages}
+    )
+    model = build_detector(config.model).train()
+    losses = model([torch.rand(3, 96, 96)], [{"boxes": TOUCHING, "labels": torch.ones(2).long()}])
+    stage_terms = {"loss_repulsion_stage2", "loss_repulsion_stage3"}
+    assert "loss_repulsion" in losses
+    assert stage_terms & set(losses) == (stage_terms if all_stages else set())
+
+
+def test_a_further_stages_repulsion_pushes_its_box_off_the_neighbour() -> None:
+    """A RoI on the left chromosome (IoU 0.5) that reaches 10 px into the right one: the stage's TNRL is
+    -ln(1 - 600/1800) and its gradient moves the box left (positive d loss / d dx)."""
+    stage = cascade_heads(repulsion="tnrl").stages[0]
+    regression = torch.zeros(1, 8, requires_grad=True)  # (background, chromosome) × (dx, dy, dw, dh)
+    loss = repulsion_loss(
+        stage,
+        "tnrl",
+        [torch.tensor([[20.0, 10.0, 50.0, 70.0]])],
+        [torch.tensor([0])],
+        [torch.tensor([1])],
+        [TOUCHING],
+        regression,
+    )
+    assert loss.item() == pytest.approx(-math.log(1 - 600 / 1800), rel=1e-4)
+    loss.backward()
+    assert regression.grad[0, 4] > 0 and regression.grad[0, :4].abs().sum() == 0

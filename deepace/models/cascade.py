@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
-from deepace.models.roi_heads import DeepACERoIHeads, predict, refine, roi_features
+from deepace.models.roi_heads import DeepACERoIHeads, predict, refine, repulsion_loss, roi_features
 
 __all__ = ["CascadeRoIHeads", "predict", "refine", "stage_reg_weights"]
 
@@ -45,9 +45,15 @@ class CascadeRoIHeads(DeepACERoIHeads):
         self,
         *args,
         stages: Sequence[tuple[float, nn.Module, nn.Module]],
+        repulsion_all_stages: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # The repulsion term (§2.3) on the further stages' boxes too, not only the first's: each stage
+        # regresses its boxes again, and among touching chromosomes a later stage can pull a box that the
+        # first placed right onto the neighbour (BENCHMARKS.md, "Session 15: where the shipped model loses
+        # whole cells").
+        self.repulsion_all_stages = repulsion_all_stages
         if not stages:
             raise ValueError("a cascade needs at least one further stage")
         self.stages = nn.ModuleList(
@@ -78,7 +84,7 @@ class CascadeRoIHeads(DeepACERoIHeads):
         assert self._sampled is not None
         boxes = refine(self, box_regression, self._sampled[0], image_shapes)
         for n, stage in enumerate(self.stages, start=2):
-            rois, _, labels, regression_targets = stage.select_training_samples(boxes, targets)
+            rois, matched_idxs, labels, regression_targets = stage.select_training_samples(boxes, targets)
             class_logits, box_regression = predict(
                 stage, features, rois, image_shapes, backbone_gradient=1.0 / (1 + len(self.stages))
             )
@@ -87,6 +93,19 @@ class CascadeRoIHeads(DeepACERoIHeads):
             )
             losses[f"loss_classifier_stage{n}"] = loss_classifier
             losses[f"loss_box_reg_stage{n}"] = loss_box_reg
+            if self.repulsion_all_stages and self.repulsion != "none":
+                gt_boxes = [t["boxes"] for t in targets]
+                repulsion = repulsion_loss(
+                    stage,
+                    self.repulsion,
+                    rois,
+                    matched_idxs,
+                    labels,
+                    gt_boxes,
+                    box_regression,
+                    self.smooth_ln_sigma,
+                )
+                losses[f"loss_repulsion_stage{n}"] = self.repulsion_weight * repulsion
             boxes = refine(stage, box_regression, rois, image_shapes)
         return losses
 

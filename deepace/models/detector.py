@@ -76,7 +76,10 @@ class DeepACE(GeneralizedRCNN):
         heads_class, cascade = DeepACERoIHeads, {}
         if config.cascade_ious:
             heads_class = CascadeRoIHeads
-            cascade = {"stages": [(iou, *new_box_head()) for iou in config.cascade_ious]}
+            cascade = {
+                "stages": [(iou, *new_box_head()) for iou in config.cascade_ious],
+                "repulsion_all_stages": config.repulsion_all_stages,
+            }
         pooler: nn.Module = MultiScaleRoIAlign(featmap_names=feature_levels, output_size=7, sampling_ratio=2)
         if config.roi_context is not None:
             context_pooler = MultiScaleRoIAlign(

@@ -98,41 +98,9 @@ class DeepACERoIHeads(RoIHeads):
         return {"loss_repulsion": self.repulsion_weight * self.repulsion_loss(box_regression)}
 
     def repulsion_loss(self, box_regression: Tensor) -> Tensor:
-        """Mean repulsion over the positive proposals |P+| (eq. 2 / eq. 3); proposals with no second
-        overlapping ground truth contribute 0."""
+        """This step's repulsion term for the sampled RoIs (`self._sampled`)."""
         assert self._sampled is not None
-        proposals, matched_idxs, labels, gt_boxes = self._sampled
-        decoded = self.box_coder.decode(box_regression, proposals)  # (N, num_classes, 4)
-        decoded = decoded.split([len(p) for p in proposals])
-        terms, n_positive = [], 0
-        for props, matched, lab, gts, pred in zip(
-            proposals, matched_idxs, labels, gt_boxes, decoded, strict=True
-        ):
-            positive = torch.where(lab > 0)[0]
-            n_positive += positive.numel()
-            if positive.numel() == 0 or gts.shape[0] < 2:
-                continue
-            target_idx = matched[positive]
-            ious = box_iou(props[positive], gts)
-            ious[torch.arange(positive.numel()), target_idx] = -1.0
-            best_iou, repulsion_idx = ious.max(dim=1)
-            has_neighbour = best_iou > 0
-            if not bool(has_neighbour.any()):
-                continue
-            rows = positive[has_neighbour]
-            pred_boxes = pred[rows, lab[rows]]
-            terms.append(
-                repulsion_terms(
-                    self.repulsion,
-                    pred_boxes,
-                    gts[target_idx[has_neighbour]],
-                    gts[repulsion_idx[has_neighbour]],
-                    self.smooth_ln_sigma,
-                )
-            )
-        if not terms:
-            return box_regression.sum() * 0.0
-        return torch.cat(terms).sum() / max(n_positive, 1)
+        return repulsion_loss(self, self.repulsion, *self._sampled, box_regression, self.smooth_ln_sigma)
 
     def stage_outputs(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
@@ -197,6 +165,51 @@ class DeepACERoIHeads(RoIHeads):
             out_scores.append(decayed)
             out_labels.append(lab[keep])
         return out_boxes, out_scores, out_labels
+
+
+def repulsion_loss(
+    heads: RoIHeads,
+    kind: RepulsionKind,
+    proposals: list[Tensor],
+    matched_idxs: list[Tensor],
+    labels: list[Tensor],
+    gt_boxes: list[Tensor],
+    box_regression: Tensor,
+    smooth_ln_sigma: float = 1.0,
+) -> Tensor:
+    """Mean repulsion (eq. 2 / eq. 3) over the positive RoIs |P+| of one head stage: each positive RoI's
+    box as `heads` regresses it, pushed off R, the ground truth it overlaps most after its own target G;
+    RoIs with no second overlapping ground truth contribute 0."""
+    decoded = heads.box_coder.decode(box_regression, proposals)  # (N, num_classes, 4)
+    decoded = decoded.split([len(p) for p in proposals])
+    terms, n_positive = [], 0
+    for props, matched, lab, gts, pred in zip(
+        proposals, matched_idxs, labels, gt_boxes, decoded, strict=True
+    ):
+        positive = torch.where(lab > 0)[0]
+        n_positive += positive.numel()
+        if positive.numel() == 0 or gts.shape[0] < 2:
+            continue
+        target_idx = matched[positive]
+        ious = box_iou(props[positive], gts)
+        ious[torch.arange(positive.numel()), target_idx] = -1.0
+        best_iou, repulsion_idx = ious.max(dim=1)
+        has_neighbour = best_iou > 0
+        if not bool(has_neighbour.any()):
+            continue
+        rows = positive[has_neighbour]
+        terms.append(
+            repulsion_terms(
+                kind,
+                pred[rows, lab[rows]],
+                gts[target_idx[has_neighbour]],
+                gts[repulsion_idx[has_neighbour]],
+                smooth_ln_sigma,
+            )
+        )
+    if not terms:
+        return box_regression.sum() * 0.0
+    return torch.cat(terms).sum() / max(n_positive, 1)
 
 
 def predict(
