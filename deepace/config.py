@@ -114,6 +114,8 @@ class TrainConfig:
     log_every: int = 20
     val_max_images: int | None = None
     num_threads: int | None = None
+    # auto: a CUDA GPU if PyTorch sees one, else the CPU (deepace/devices.py); or cpu, cuda, cuda:N
+    device: str = "auto"
 
 
 @dataclass

@@ -27,6 +27,7 @@ from deepace.config import Config
 from deepace.data.dataset import DetectionDataset
 from deepace.data.predictions import ImagePrediction
 from deepace.data.records import ImageRecord
+from deepace.devices import resolve_device
 from deepace.inference import Detector, float_weights, read_model_file, save_model
 from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
@@ -144,27 +145,33 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
+    device = resolve_device(t.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     model = build_detector(config.model, load_backbone_weights=t.init_weights is None)
-    model.train()
+    last_path = out_dir / "last.pt"
+    resuming = resume and last_path.exists()
+    if not resuming and t.init_weights is not None:  # fine-tuning: a trained model, not ImageNet weights
+        payload = read_model_file(Path(t.init_weights))
+        source = Config.from_dict(payload["config"]).model
+        model.load_state_dict(adapt_state_dict(float_weights(payload), source, model))
+    # on its device before the optimizer exists: a resumed optimizer's momentum buffers are moved to their
+    # parameters' device as they are loaded
+    model.to(device).train()
     net: torch.nn.Module = model
-    if dist_info.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config))
     start, best_key, history = 0, None, []
-    last_path = out_dir / "last.pt"
-    if resume and last_path.exists():
+    if resuming:
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_key, history = state["iteration"], state["best_key"], state["history"]
-    elif t.init_weights is not None:  # fine-tuning: a trained model instead of ImageNet weights
-        payload = read_model_file(Path(t.init_weights))
-        source = Config.from_dict(payload["config"]).model
-        state = adapt_state_dict(float_weights(payload), source, model)
-        model.load_state_dict(state)
+    if dist_info.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     if dist_info.is_main:
         config.save(out_dir / "config.json")
     dataset = DetectionDataset(
@@ -189,7 +196,8 @@ def train(
             dataset.load(i, h, v)
             for i, h, v in samples_for_iteration(iteration, len(dataset), config, dist_info)
         ]
-        images, targets = [b[0] for b in batch], [b[1] for b in batch]
+        images = [b[0].to(device, non_blocking=True) for b in batch]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in b[1].items()} for b in batch]
         losses = net(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):

@@ -55,7 +55,9 @@ def save_model(
     on validation images of each kind; `score_threshold` is used for a stain not listed."""
     import torch
 
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()
+    }
     payload = {
         "format": "deepace-model/1",
         "config": config.to_dict(),
@@ -125,13 +127,16 @@ class Detector:
         num_threads: int | None = None,
         optimise: bool = False,
         runtime: str = "auto",
+        device: str = "cpu",
     ) -> Detector:
         """`optimise`: fold batch norms, go channels-last, pool RoIs by sparse matrix products and, unless
         `runtime` is 'torch', run the backbone in ONNX Runtime, for speed (models that are only run, never
-        saved or trained: it removes parameters from the state dict)."""
+        saved or trained: it removes parameters from the state dict). `device`: 'cpu', 'cuda', 'cuda:N'
+        or 'auto' (deepace.devices); on a GPU the model runs as it is (`optimise` is for the CPU)."""
         import torch
 
         from deepace.config import Config
+        from deepace.devices import resolve_device
         from deepace.models.detector import build_detector
         from deepace.models.fuse import optimise_for_inference
 
@@ -139,7 +144,10 @@ class Detector:
         config = Config.from_dict(payload["config"])
         model = build_detector(config.model, load_backbone_weights=False)
         model.load_state_dict(float_weights(payload))
-        if optimise:
+        on = resolve_device(device)
+        if on.type != "cpu":
+            model.to(on)
+        elif optimise:
             if num_threads:
                 torch.set_num_threads(num_threads)  # before: ONNX Runtime takes its thread count
             optimise_for_inference(model, runtime)
@@ -151,13 +159,19 @@ class Detector:
             payload.get("stain_thresholds"),
         )
 
-    def optimised_copy(self, runtime: str = "auto") -> Detector:
+    def optimised_copy(self, runtime: str = "auto", device: str = "cpu") -> Detector:
         """A copy of this detector optimised as `deepace count` runs it (deepace.models.fuse), for passes
-        over many images whose results feed a model that will be saved; this one keeps every parameter."""
+        over many images whose results feed a model that will be saved; this one keeps every parameter.
+        With a GPU `device` (deepace.devices), a copy on that device instead."""
         import copy
 
+        from deepace.devices import resolve_device
         from deepace.models.fuse import optimise_for_inference
 
+        on = resolve_device(device)
+        if on.type != "cpu":
+            model = copy.deepcopy(self.model).eval().to(on)
+            return Detector(model, self.config, self.score_threshold, stain_thresholds=self.stain_thresholds)
         model = optimise_for_inference(copy.deepcopy(self.model).eval(), runtime)
         return Detector(model, self.config, self.score_threshold, stain_thresholds=self.stain_thresholds)
 
@@ -178,14 +192,15 @@ class Detector:
         import torch
 
         from deepace.data.images import rescale_gray
+        from deepace.devices import model_device
         from deepace.models.transform import gray_to_tensor
 
         seen = rescale_gray(gray, self.config.model.stain_scale(stain) * magnification)
         with torch.inference_mode():
-            out = self.model([gray_to_tensor(seen)])[0]
-        scores = out["scores"].numpy().astype(np.float32)
+            out = self.model([gray_to_tensor(seen).to(model_device(self.model))])[0]
+        scores = out["scores"].cpu().numpy().astype(np.float32)
         order = np.argsort(-scores, kind="stable")
-        boxes = out["boxes"].numpy().astype(np.float32)[order]
+        boxes = out["boxes"].cpu().numpy().astype(np.float32)[order]
         if seen.shape != gray.shape:
             boxes /= np.array([seen.shape[1] / gray.shape[1], seen.shape[0] / gray.shape[0]] * 2, np.float32)
         return boxes, scores[order]

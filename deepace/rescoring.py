@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -74,17 +74,21 @@ def detector_with_rescorer(detector: Detector, overrides: Sequence[str] = ()) ->
 def image_candidates(detector: Detector, gray: np.ndarray, stain: str) -> Candidates:
     """The candidates the detector's heads give the rescorer for one image, in the image's pixels."""
     from deepace.data.images import rescale_gray
+    from deepace.devices import model_device
     from deepace.models.transform import gray_to_tensor
 
     model = detector.model.eval()
     seen = rescale_gray(gray, detector.config.model.stain_scale(stain))
-    images, _ = model.transform([gray_to_tensor(seen)])
+    images, _ = model.transform([gray_to_tensor(seen).to(model_device(model))])
     features = model.backbone(images.tensors)
     proposals, _ = model.rpn(images, features)
     candidates = model.roi_heads.candidates(features, proposals, images.image_sizes)[0]
     net_h, net_w = images.image_sizes[0]
     to_image = torch.tensor([gray.shape[1] / net_w, gray.shape[0] / net_h] * 2)
-    return replace(candidates, boxes=candidates.boxes * to_image)
+    embeddings = None if candidates.embeddings is None else candidates.embeddings.cpu()
+    return Candidates(
+        candidates.boxes.cpu() * to_image, candidates.stage_scores.cpu(), candidates.scores.cpu(), embeddings
+    )
 
 
 FLIP_VIEWS: dict[str, list[tuple[bool, bool]]] = {

@@ -50,6 +50,9 @@ def train_command(
         "its configuration is used unless --config/--preset is given.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
+    device: str | None = typer.Option(
+        None, "--device", help="Train on: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N."
+    ),
 ) -> None:
     """Train DeepACE (SGD, step decay, flips, periodic validation, exact resume)."""
     from deepace.engine import train as run_training
@@ -77,6 +80,8 @@ def train_command(
         overrides = [*overrides, f"model.backbone_weights={backbone_weights}"]
     if init_path is not None:
         overrides = [*overrides, f"train.init_weights={init_path}"]
+    if device is not None:
+        overrides = [*overrides, f"train.device={device}"]
     config = with_overrides(config, overrides)
     if config.model.rescorer:
         typer.echo(
@@ -108,13 +113,16 @@ def predict_command(
     out: Path = typer.Option(..., "--out", help="Prediction json (the format `deepace evaluate` reads)."),
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
     score_threshold: float | None = typer.Option(None, "--score-threshold"),
+    device: str = typer.Option(
+        "cpu", "--device", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N."
+    ),
 ) -> None:
     """Run a model over the images of a COCO file and write predictions down to a low score."""
     from deepace.data.predictions import write_predictions
     from deepace.engine import predict_records
     from deepace.inference import Detector
 
-    detector = Detector.load(weights, optimise=True)  # what `deepace count` runs
+    detector = Detector.load(weights, optimise=True, device=device)  # on the CPU, what `deepace count` runs
     if score_threshold is not None:
         detector.score_threshold = score_threshold
     write_predictions(predict_records(detector, _read_records([images]), progress=True), out)
@@ -129,6 +137,7 @@ def export_command(
     calibrate_on: list[Path] = typer.Option(
         [], "--calibrate-on", help="COCO file(s) of validation images: tune one counting threshold per stain."
     ),
+    device: str = typer.Option("auto", "--device", help="Calibrate on: auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Write a model file for shipping (float16 weights by default; loads back as float32)."""
     import torch
@@ -141,7 +150,8 @@ def export_command(
     threshold = detector.score_threshold if score_threshold is None else score_threshold
     stain_thresholds = dict(detector.stain_thresholds)
     if calibrate_on:
-        stain_thresholds = calibrate_stain_thresholds(detector.optimised_copy(), _read_records(calibrate_on))
+        running = detector.optimised_copy(device=device)
+        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on))
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
         threshold = stain_thresholds.get("brightfield", threshold)
     save_model(
@@ -218,6 +228,7 @@ def train_rescorer_command(
         "when the model, the training files or --set change).",
     ),
     half: bool = typer.Option(True, "--half/--float", help="Store weights as float16."),
+    device: str = typer.Option("auto", "--device", help="Run the detector on: auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Learn which overlapping detections are separate chromosomes (learned overlap rescoring, replacing the
     heads' NMS + Soft-NMS at inference); the detector itself is not changed."""
@@ -231,7 +242,9 @@ def train_rescorer_command(
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:
-        samples = collect_candidates(detector.optimised_copy(), _read_records(train), flips=flips.value)
+        samples = collect_candidates(
+            detector.optimised_copy(device=device), _read_records(train), flips=flips.value
+        )
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save(samples, cache)
@@ -243,7 +256,8 @@ def train_rescorer_command(
     stain_thresholds: dict[str, float] = {}
     meta = {"base_model": str(model_file), "rescorer": {**result, "train": [str(p) for p in train]}}
     if calibrate_on:
-        stain_thresholds = calibrate_stain_thresholds(detector.optimised_copy(), _read_records(calibrate_on))
+        running = detector.optimised_copy(device=device)
+        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on))
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
     else:
         typer.echo(f"no --calibrate-on: counting threshold {detector.score_threshold} (uncalibrated)")

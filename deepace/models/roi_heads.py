@@ -192,7 +192,7 @@ def repulsion_loss(
             continue
         target_idx = matched[positive]
         ious = box_iou(props[positive], gts)
-        ious[torch.arange(positive.numel()), target_idx] = -1.0
+        ious[torch.arange(positive.numel(), device=ious.device), target_idx] = -1.0
         best_iou, repulsion_idx = ious.max(dim=1)
         has_neighbour = best_iou > 0
         if not bool(has_neighbour.any()):
