@@ -79,3 +79,25 @@ def _gray(path: Path):  # noqa: ANN202
     from PIL import Image
 
     return np.asarray(Image.open(path).convert("L"))
+
+
+def test_the_train_command_records_the_device_it_was_given(gpus, tmp_path: Path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from deepace.cli import app
+    from deepace.config import Config
+    from deepace.data.coco import write_coco
+    from deepace.inference import save_model
+    from deepace.models.detector import build_detector
+
+    records = write_blob_records(tmp_path / "imgs", 2, size=96)
+    write_coco(records, tmp_path / "train.json")
+    config = tiny_config(iterations=1)
+    save_model(tmp_path / "model.pt", build_detector(config.model), config, 0.5)
+    args = ["train", "--train", str(tmp_path / "train.json"), "--init", str(tmp_path / "model.pt")]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert Config.load(tmp_path / "run" / "config.json").train.device == "cpu"
+    gpus(0)
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "gpu"), "--device", "cuda"])
+    assert result.exit_code != 0 and "no CUDA GPU" in str(result.exception)
