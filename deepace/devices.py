@@ -26,8 +26,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of `model`'s first parameter or buffer (the CPU for one that has none)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
+def model_device(model: object) -> torch.device:
+    """The device of `model`'s first parameter or buffer; the CPU for a module with none, or for a callable
+    that is no torch module."""
+    if isinstance(model, torch.nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
     return torch.device("cpu")

@@ -56,6 +56,7 @@ def test_a_run_asked_for_a_gpu_stops_at_once_without_one(gpus, tmp_path: Path) -
 def test_model_device_is_where_the_weights_are() -> None:
     assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
     assert model_device(torch.nn.ReLU()) == torch.device("cpu")
+    assert model_device(lambda images: images) == torch.device("cpu")  # a stand-in for a model
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
