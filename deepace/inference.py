@@ -169,10 +169,8 @@ class Detector:
         from deepace.models.fuse import optimise_for_inference
 
         on = resolve_device(device)
-        if on.type != "cpu":
-            model = copy.deepcopy(self.model).eval().to(on)
-            return Detector(model, self.config, self.score_threshold, stain_thresholds=self.stain_thresholds)
-        model = optimise_for_inference(copy.deepcopy(self.model).eval(), runtime)
+        model = copy.deepcopy(self.model).eval()
+        model = model.to(on) if on.type != "cpu" else optimise_for_inference(model, runtime)
         return Detector(model, self.config, self.score_threshold, stain_thresholds=self.stain_thresholds)
 
     def prepare(self, path: Path, stain: str = "auto") -> np.ndarray:

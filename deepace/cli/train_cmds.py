@@ -31,6 +31,13 @@ def _init_path(init: str | None) -> Path | None:
     return path
 
 
+def device_option(default: str | None, what: str) -> typer.models.OptionInfo:
+    """`--device` (train, predict, export, train-rescorer; deepace.devices)."""
+    return typer.Option(
+        default, "--device", help=f"{what}: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda[:N]."
+    )
+
+
 def train_command(
     train: list[Path] = typer.Option(..., "--train", help="COCO file(s) to train on (repeat to combine)."),
     val: list[Path] = typer.Option([], "--val", help="COCO file(s) for validation (never trained on)."),
@@ -50,9 +57,7 @@ def train_command(
         "its configuration is used unless --config/--preset is given.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
-    device: str | None = typer.Option(
-        None, "--device", help="Train on: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N."
-    ),
+    device: str | None = device_option(None, "Train on (default: the config's train.device, auto)"),
 ) -> None:
     """Train DeepACE (SGD, step decay, flips, periodic validation, exact resume)."""
     from deepace.engine import train as run_training
@@ -113,9 +118,7 @@ def predict_command(
     out: Path = typer.Option(..., "--out", help="Prediction json (the format `deepace evaluate` reads)."),
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
     score_threshold: float | None = typer.Option(None, "--score-threshold"),
-    device: str = typer.Option(
-        "cpu", "--device", help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N."
-    ),
+    device: str = device_option("cpu", "Run on (cpu: as `deepace count` runs)"),
 ) -> None:
     """Run a model over the images of a COCO file and write predictions down to a low score."""
     from deepace.data.predictions import write_predictions
@@ -137,7 +140,7 @@ def export_command(
     calibrate_on: list[Path] = typer.Option(
         [], "--calibrate-on", help="COCO file(s) of validation images: tune one counting threshold per stain."
     ),
-    device: str = typer.Option("auto", "--device", help="Calibrate on: auto, cpu, cuda, cuda:N."),
+    device: str = device_option("auto", "Calibrate on"),
 ) -> None:
     """Write a model file for shipping (float16 weights by default; loads back as float32)."""
     import torch
@@ -228,7 +231,7 @@ def train_rescorer_command(
         "when the model, the training files or --set change).",
     ),
     half: bool = typer.Option(True, "--half/--float", help="Store weights as float16."),
-    device: str = typer.Option("auto", "--device", help="Run the detector on: auto, cpu, cuda, cuda:N."),
+    device: str = device_option("auto", "Run the detector on"),
 ) -> None:
     """Learn which overlapping detections are separate chromosomes (learned overlap rescoring, replacing the
     heads' NMS + Soft-NMS at inference); the detector itself is not changed."""

@@ -83,6 +83,7 @@ class CascadeRoIHeads(DeepACERoIHeads):
         losses = super().sampled_losses(features, image_shapes, targets, box_regression)
         assert self._sampled is not None
         boxes = refine(self, box_regression, self._sampled[0], image_shapes)
+        gt_boxes = [t["boxes"] for t in targets]
         for n, stage in enumerate(self.stages, start=2):
             rois, matched_idxs, labels, regression_targets = stage.select_training_samples(boxes, targets)
             class_logits, box_regression = predict(
@@ -94,7 +95,6 @@ class CascadeRoIHeads(DeepACERoIHeads):
             losses[f"loss_classifier_stage{n}"] = loss_classifier
             losses[f"loss_box_reg_stage{n}"] = loss_box_reg
             if self.repulsion_all_stages and self.repulsion != "none":
-                gt_boxes = [t["boxes"] for t in targets]
                 repulsion = repulsion_loss(
                     stage,
                     self.repulsion,
