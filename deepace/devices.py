@@ -3,6 +3,7 @@ of this process's LOCAL_RANK), else the CPU. Everything else in DeepACE follows 
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -30,6 +31,8 @@ def model_device(model: object) -> torch.device:
     """The device of `model`'s first parameter or buffer; the CPU for a module with none, or for a callable
     that is no torch module."""
     if isinstance(model, torch.nn.Module):
-        for tensor in (*model.parameters(), *model.buffers()):
-            return tensor.device
+        # the first tensor only: this runs once per image, and a model has hundreds
+        first = next(itertools.chain(model.parameters(), model.buffers()), None)
+        if first is not None:
+            return first.device
     return torch.device("cpu")

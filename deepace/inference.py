@@ -97,6 +97,14 @@ def float_weights(payload: dict) -> dict:
     return {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
 
 
+def ready_to_run(model, device, runtime: str = "auto"):  # noqa: ANN001, ANN201 (torch is imported lazily)
+    """`model` prepared for inference on `device` (a torch.device): moved to a GPU as it is, or on the CPU
+    optimised as `deepace count` runs it (deepace.models.fuse); in place."""
+    from deepace.models.fuse import optimise_for_inference
+
+    return model.to(device) if device.type != "cpu" else optimise_for_inference(model, runtime)
+
+
 class Detector:
     """A trained DeepACE model in evaluation mode, with its counting threshold."""
 
@@ -138,19 +146,16 @@ class Detector:
         from deepace.config import Config
         from deepace.devices import resolve_device
         from deepace.models.detector import build_detector
-        from deepace.models.fuse import optimise_for_inference
 
         payload = read_model_file(Path(path) if path is not None else DEFAULT_WEIGHTS)
         config = Config.from_dict(payload["config"])
         model = build_detector(config.model, load_backbone_weights=False)
         model.load_state_dict(float_weights(payload))
         on = resolve_device(device)
-        if on.type != "cpu":
-            model.to(on)
-        elif optimise:
+        if optimise or on.type != "cpu":
             if num_threads:
                 torch.set_num_threads(num_threads)  # before: ONNX Runtime takes its thread count
-            optimise_for_inference(model, runtime)
+            model = ready_to_run(model, on, runtime)
         return cls(
             model,
             config,
@@ -166,11 +171,8 @@ class Detector:
         import copy
 
         from deepace.devices import resolve_device
-        from deepace.models.fuse import optimise_for_inference
 
-        on = resolve_device(device)
-        model = copy.deepcopy(self.model).eval()
-        model = model.to(on) if on.type != "cpu" else optimise_for_inference(model, runtime)
+        model = ready_to_run(copy.deepcopy(self.model).eval(), resolve_device(device), runtime)
         return Detector(model, self.config, self.score_threshold, stain_thresholds=self.stain_thresholds)
 
     def prepare(self, path: Path, stain: str = "auto") -> np.ndarray:
