@@ -16,6 +16,7 @@ from deepace.data.images import (
     is_image_file,
     load_image,
     paper_preprocess,
+    percentiles,
     read_raw,
     to_gray_uint8,
 )
@@ -136,6 +137,26 @@ def test_to_gray_uint8_keeps_8bit_levels_and_handles_bool() -> None:
     mask[1, 2] = True
     out = to_gray_uint8(mask)
     assert out[1, 2] == 255 and out.sum() == 255
+
+
+def test_to_gray_uint8_returns_8bit_grey_unchanged_and_contiguous() -> None:
+    img = _gray()
+    stack = np.stack([img, img[::-1]])
+    assert np.array_equal(to_gray_uint8(stack), img)  # first page
+    channel = np.dstack([img, 255 - img])  # grey + alpha: a strided first channel
+    out = to_gray_uint8(channel)
+    assert np.array_equal(out, img) and out.flags.c_contiguous and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 65_537])
+def test_percentiles_of_uint8_equal_numpys_to_the_bit(size: int) -> None:
+    rng = np.random.default_rng(size)
+    q = [0.0, 0.5, 12.3, 50.0, 77.7, 99.5, 100.0]
+    for high in (1, 2, 9, 256):
+        values = rng.integers(0, high, size=size).astype(np.uint8)
+        assert np.array_equal(percentiles(values, q), np.percentile(values.astype(np.float64), q))
+    floats = rng.normal(size=size)
+    assert np.array_equal(percentiles(floats, q), np.percentile(floats, q))
 
 
 def test_detect_stain_synthetic() -> None:

@@ -7,7 +7,12 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from deepace.models.matrix_roi_align import MatrixRoIAlign, bilinear_taps, roi_align_matrix
+from deepace.models.matrix_roi_align import (
+    MatrixRoIAlign,
+    bilinear_taps,
+    pixels_by_channel,
+    roi_align_matrix,
+)
 
 
 def test_bilinear_taps_follow_the_kernels_edge_rules() -> None:
@@ -75,6 +80,25 @@ def test_matches_torchvision_on_several_images_and_levels(output_size, sampling_
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_feature_layout_is_reused_only_for_the_same_maps() -> None:
+    g = torch.Generator().manual_seed(1)
+    features = {"0": torch.rand(1, 4, 20, 24, generator=g), "1": torch.rand(1, 4, 10, 12, generator=g)}
+    shapes = [(160, 192)]
+    boxes = [random_boxes(30, 160.0, g)]
+    reference = MultiScaleRoIAlign(["0", "1"], 7, 2)
+    own, context = MatrixRoIAlign.like(reference), MatrixRoIAlign.like(MultiScaleRoIAlign(["0", "1"], 3, 4))
+    own(features, boxes, shapes)
+    context(features, boxes, shapes)  # another pooler on the same maps: the same layout
+    laid_out = pixels_by_channel(list(features.values()))
+    assert laid_out is pixels_by_channel(list(features.values()))
+    # new maps (the next spread), even of the same shape, are laid out again
+    features = {name: f + 1.0 for name, f in features.items()}
+    torch.testing.assert_close(
+        own(features, boxes, shapes), reference(features, boxes, shapes), rtol=1e-5, atol=1e-5
+    )
+    assert pixels_by_channel(list(features.values())) is not laid_out
 
 
 def test_no_boxes_and_adaptive_sampling() -> None:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import _filter_input, _setup_scales
 
-__all__ = ["MatrixRoIAlign", "bilinear_taps", "roi_align_matrix"]
+__all__ = ["MatrixRoIAlign", "bilinear_taps", "pixels_by_channel", "roi_align_matrix"]
 
 
 def bilinear_taps(coords: Tensor, size: int | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -109,6 +109,28 @@ def roi_align_matrix(
         )
 
 
+_last_layout: tuple[list[Tensor], Tensor] | None = None
+
+
+def pixels_by_channel(levels: list[Tensor]) -> Tensor:
+    """The feature maps laid out as (pixels, channels), level by level, image by image, row by row.
+
+    A spread's maps are pooled six times (three head stages, each its boxes and their context), so the
+    last layout is kept and reused while the same map tensors come back (compared by identity; holding
+    them keeps their ids from being reused). It holds one spread's maps after the pass."""
+    global _last_layout
+    if _last_layout is not None:
+        cached_levels, cached = _last_layout
+        if len(cached_levels) == len(levels) and all(
+            a is b for a, b in zip(cached_levels, levels, strict=True)
+        ):
+            return cached
+    channels = levels[0].shape[1]
+    pixels = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, channels) for f in levels])
+    _last_layout = (list(levels), pixels)
+    return pixels
+
+
 class MatrixRoIAlign(MultiScaleRoIAlign):
     """torchvision's MultiScaleRoIAlign (same levels, scales and sampling points; inference only) computed
     as one sparse matrix product over all images and levels."""
@@ -152,6 +174,5 @@ class MatrixRoIAlign(MultiScaleRoIAlign):
             self.sampling_ratio,
             int(level_starts[-1]),
         )
-        pixels = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, channels) for f in levels])
-        pooled = torch.sparse.mm(matrix, pixels)
+        pooled = torch.sparse.mm(matrix, pixels_by_channel(levels))
         return pooled.reshape(len(all_boxes), out_h, out_w, channels).permute(0, 3, 1, 2)
