@@ -7,7 +7,8 @@ case end to end, and torchvision's fasterrcnn_resnet50_fpn on the same images in
 `deepace count`'s inference optimisations buy. With them, it also times each spread with the RoIs pooled
 by torchvision's roi_align (one thread, as before session 14) right after and, when the backbone runs in ONNX
 Runtime (`--runtime auto|onnx`, `deepace count`'s default), with the backbone in torch right after (as
-before session 15), and reports the medians of the per-spread ratios, which the machine's drift between
+before session 15) and with ONNX Runtime's idle threads spinning right after (as before session 17), and
+reports the medians of the per-spread ratios, which the machine's drift between
 runs does not touch.
 """
 
@@ -122,6 +123,11 @@ def main() -> None:
             counter, paths, lambda on: swap_modules(model, back if on else to_torchvision)
         )
     if results["onnx_backbone"]:
+        quiet = model.backbone
+        spinning = OnnxBackbone(quiet.source, quiet.names, quiet.out_channels, args.threads, spin=True)
+        results["onnx_threads_not_spinning_speedup"] = paired_speedup(
+            counter, paths, lambda on: setattr(model, "backbone", quiet if on else spinning)
+        )
         backbones = {
             True: model.backbone,
             False: Detector.load(args.weights, optimise=True, runtime="torch").model.backbone,

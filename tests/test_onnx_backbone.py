@@ -45,6 +45,18 @@ def test_onnx_backbone_gives_the_torch_feature_maps_at_any_size(tmp_path: Path) 
             torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-4)
 
 
+def test_idle_threads_do_not_spin_unless_asked(tmp_path: Path) -> None:
+    backbone = trained_like_detector().backbone
+    quiet = ob.onnx_backbone(backbone, threads=2, cache=tmp_path)
+    spinning = ob.OnnxBackbone(quiet.source, quiet.names, quiet.out_channels, threads=2, spin=True)
+    setting = "session.intra_op.allow_spinning"
+    assert quiet.session.get_session_options().get_session_config_entry(setting) == "0"
+    assert spinning.session.get_session_options().get_session_config_entry(setting) == "1"
+    x = torch.rand(1, 3, 96, 128)
+    for name, maps in quiet(x).items():
+        torch.testing.assert_close(spinning(x)[name], maps)
+
+
 def test_the_export_is_cached_per_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backbone = trained_like_detector().backbone
     first = ob.onnx_backbone(backbone, threads=1, cache=tmp_path)

@@ -44,7 +44,12 @@ class OnnxBackbone(nn.Module):
     """Drop-in for a detector's backbone: an image batch (N, 3, H, W) -> OrderedDict of feature maps, as
     the torch backbone it was exported from returns them."""
 
-    def __init__(self, model: bytes | Path, names: list[str], out_channels: int, threads: int) -> None:
+    def __init__(
+        self, model: bytes | Path, names: list[str], out_channels: int, threads: int, spin: bool = False
+    ) -> None:
+        """`spin`: let idle ONNX Runtime threads spin (its default). Off here: spinning threads take the
+        cores from the torch operations that run between backbone calls; without it whole spreads ran
+        about 1.1× faster (BENCHMARKS.md, "Speed")."""
         import onnxruntime as ort
 
         super().__init__()
@@ -52,6 +57,8 @@ class OnnxBackbone(nn.Module):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        self.source = model
         source = str(model) if isinstance(model, Path) else model
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.names = names
