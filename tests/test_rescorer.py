@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torchvision.ops import nms
 
@@ -10,6 +11,9 @@ from deepace.models.rescorer import (
     ACCEPT_PROBABILITY,
     Candidates,
     OverlapRescorer,
+    box_features,
+    overlap_features,
+    pair_geometry,
     relation_features,
     select_candidates,
 )
@@ -112,6 +116,55 @@ def test_greedy_inference_sees_the_features_training_builds_from_the_same_decisi
     decided = (greedy >= ACCEPT_PROBABILITY)[None, :].expand(12, 12)
     batch = torch.sigmoid(rescorer.logits(relation_features(c, decided)))
     assert torch.allclose(greedy, batch, atol=1e-6)
+
+
+def plain_greedy_pass(rescorer: OverlapRescorer, c: Candidates) -> torch.Tensor:
+    """The greedy pass written candidate by candidate from the masked pair matrices (the reference)."""
+    n = len(c.boxes)
+    geometry = pair_geometry(c)
+    fixed = box_features(c, geometry)
+    accepted = torch.zeros(1, n, dtype=torch.bool)
+    probabilities = torch.zeros(n)
+    for i in range(n):
+        rows = tuple(m[i : i + 1] for m in geometry)
+        row = torch.cat([fixed[i : i + 1], overlap_features(accepted, rows, c.scores)], dim=1)
+        probabilities[i] = torch.sigmoid(rescorer.logits(row))[0]
+        accepted[0, i] = bool(probabilities[i] >= ACCEPT_PROBABILITY)
+    return probabilities
+
+
+@torch.no_grad()
+def decisions_both_ways(rescorer: OverlapRescorer, c: Candidates) -> None:
+    """Shift the net's output (an untrained net accepts everything) until its greedy pass over `c`
+    accepts some candidates and rejects others."""
+    rescorer.net[-1].weight.mul_(50.0)
+    low, high = -500.0, 500.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        rescorer.net[-1].bias.fill_(middle)
+        accepted = int((plain_greedy_pass(rescorer, c) >= ACCEPT_PROBABILITY).sum())
+        if 0 < accepted < len(c.boxes):
+            return
+        low, high = (low, middle) if accepted else (middle, high)
+
+
+@pytest.mark.parametrize("appearance", [False, True])
+def test_the_greedy_pass_equals_the_plain_one_to_the_bit(appearance: bool) -> None:
+    for seed in range(6):
+        torch.manual_seed(seed)
+        rescorer = OverlapRescorer(num_stages=3, appearance=appearance).eval()
+        n = 40
+        corners = torch.rand(n, 2) * 120  # a crowded cell: most boxes overlap several others
+        boxes = torch.cat([corners, corners + 15 + torch.rand(n, 2) * 50], dim=1)
+        scores = torch.rand(n).sort(descending=True).values
+        embeddings = torch.randn(n, 16).half() if appearance else None
+        c = Candidates(boxes, torch.rand(n, 3), scores, embeddings)
+        decisions_both_ways(rescorer, c)
+        expected = plain_greedy_pass(rescorer, c)
+        assert 0 < int((expected >= ACCEPT_PROBABILITY).sum()) < n  # decisions both ways
+        assert torch.equal(rescorer(c), expected)
+    one = Candidates(boxes[:1], torch.rand(1, 3), scores[:1], None if embeddings is None else embeddings[:1])
+    assert torch.equal(rescorer(one), plain_greedy_pass(rescorer, one))
 
 
 def test_detector_with_a_rescorer_predicts_and_round_trips() -> None:

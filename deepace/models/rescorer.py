@@ -128,6 +128,52 @@ def overlap_features(mask: Tensor, geometry: tuple[Tensor, ...], scores: Tensor)
     return torch.stack(columns, dim=1)
 
 
+class AcceptedOverlaps:
+    """`overlap_features` of every candidate against the candidates accepted so far, kept up to date as
+    the greedy pass accepts them: one accepted box updates every candidate's running maxima and counts
+    (a few operations on N values), instead of each candidate's row being rebuilt from its N masked
+    values, and `row(i)` gives the same numbers as `overlap_features` would. (The candidate the largest
+    IoU points to, whose score and similarity are read, is the first accepted one on an exact tie.)"""
+
+    def __init__(self, geometry: tuple[Tensor, ...], scores: Tensor) -> None:
+        self.geometry = geometry
+        self.scores = scores
+        zeros = scores.new_zeros(len(scores))
+        self.best, self.second = zeros.clone(), zeros.clone()
+        self.best_index = torch.zeros(len(scores), dtype=torch.long, device=scores.device)
+        self.covered, self.covering = zeros.clone(), zeros.clone()
+        self.over_03, self.over_05 = zeros.clone(), zeros.clone()
+
+    def accept(self, j: int) -> None:
+        """Candidate `j` was accepted: fold its column of the pair matrices into every row."""
+        iou, covered, covering = (m[:, j] for m in self.geometry[:3])
+        beats = iou > self.best
+        self.second = torch.where(beats, self.best, torch.maximum(self.second, iou))
+        self.best_index = torch.where(beats, j, self.best_index)
+        self.best = torch.where(beats, iou, self.best)
+        self.covered = torch.maximum(self.covered, covered)
+        self.covering = torch.maximum(self.covering, covering)
+        self.over_03 += iou > 0.3
+        self.over_05 += iou > 0.5
+
+    def row(self, i: int) -> Tensor:
+        """Candidate `i`'s (1, F) overlap features."""
+        best = self.best_index[i]
+        overlapping = bool(self.best[i] > 0)
+        zero = self.best.new_zeros(())
+        columns = [
+            self.best[i],
+            self.second[i],
+            self.covered[i],
+            self.covering[i],
+            self.scores[best] if overlapping else zero,
+            self.over_03[i],
+            self.over_05[i],
+        ]
+        columns += [matrix[i, best] if overlapping else zero for matrix in self.geometry[3:]]
+        return torch.stack(columns)[None, :]
+
+
 def relation_features(candidates: Candidates, accepted: Tensor) -> Tensor:
     """Every candidate's features (rows) when candidate j counts as accepted for candidate i where
     `accepted[i, j]` (N×N bool; only higher-scored j are read). Training passes the teacher's answers."""
@@ -169,10 +215,10 @@ class OverlapRescorer(nn.Module):
             return probabilities
         geometry = pair_geometry(candidates)
         fixed = box_features(candidates, geometry)
-        accepted = torch.zeros(1, n, dtype=torch.bool, device=candidates.boxes.device)
+        overlaps = AcceptedOverlaps(geometry, candidates.scores)
         for i in range(n):
-            rows = tuple(m[i : i + 1] for m in geometry)
-            row = torch.cat([fixed[i : i + 1], overlap_features(accepted, rows, candidates.scores)], dim=1)
+            row = torch.cat([fixed[i : i + 1], overlaps.row(i)], dim=1)
             probabilities[i] = torch.sigmoid(self.logits(row))[0]
-            accepted[0, i] = bool(probabilities[i] >= ACCEPT_PROBABILITY)
+            if probabilities[i] >= ACCEPT_PROBABILITY:
+                overlaps.accept(i)
         return probabilities
