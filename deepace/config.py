@@ -52,6 +52,10 @@ class ModelConfig:
     smooth_ln_sigma: float = 1.0
     # With cascade stages: the repulsion term on every stage's boxes, not only the first's (not in the paper)
     repulsion_all_stages: bool = False
+    # An auxiliary loss (not in the paper): each head stage also names the chromosome class (1…22, X, Y)
+    # of its positive RoIs, from the annotations' class names, with this weight; 0 switches it off. Only
+    # training reads it: a box straddling two chromosomes or covering one arm fits no class well.
+    karyotype_weight: float = 0.0
     box_nms_iou: float = 0.5
     box_soft_nms: str | None = "gaussian"  # §3.2: NMS then Soft-NMS after Fast R-CNN
     box_soft_nms_sigma: float = 0.5

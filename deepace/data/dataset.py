@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from deepace.data.images import load_image_and_stain, paper_preprocess, rescale_gray
+from deepace.data.karyotype import karyotype_class
 from deepace.data.records import ImageRecord
 from deepace.models.transform import gray_to_tensor
 
@@ -60,6 +61,10 @@ class DetectionDataset(Dataset):
         target = {
             "boxes": torch.from_numpy(boxes).float().reshape(-1, 4),
             "labels": torch.ones(len(boxes), dtype=torch.int64),
+            # 1…24 per box, 0 unknown: read only by the heads' karyotype term (model.karyotype_weight)
+            "chromosome_class": torch.tensor(
+                [karyotype_class(str(name)) for name in record.labels or [""] * len(boxes)], dtype=torch.int64
+            ).reshape(-1),
         }
         return image, target
 

@@ -19,7 +19,15 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
-from deepace.models.roi_heads import DeepACERoIHeads, predict, refine, repulsion_loss, roi_features
+from deepace.models.roi_heads import (
+    DeepACERoIHeads,
+    karyotype_loss,
+    new_karyotype_classifier,
+    predict,
+    refine,
+    repulsion_loss,
+    roi_features,
+)
 
 __all__ = ["CascadeRoIHeads", "predict", "refine", "stage_reg_weights"]
 
@@ -72,23 +80,35 @@ class CascadeRoIHeads(DeepACERoIHeads):
             )
             for n, (iou, box_head, box_predictor) in enumerate(stages, start=2)
         )
+        for stage in self.stages:
+            stage.karyotype_classifier = (
+                new_karyotype_classifier(stage) if self.karyotype_classifier is not None else None
+            )
 
     def forward(self, features, proposals, image_shapes, targets=None):  # noqa: ANN001, ANN201
         if not self.training and self.rescorer is None:
             return self.cascade_detections(features, proposals, image_shapes), {}
         return super().forward(features, proposals, image_shapes, targets)
 
-    def sampled_losses(self, features, image_shapes, targets, box_regression: Tensor) -> dict[str, Tensor]:  # noqa: ANN001
+    def sampled_losses(
+        self,
+        features: dict[str, Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]],
+        box_features: Tensor,
+        box_regression: Tensor,
+    ) -> dict[str, Tensor]:
         """The first stage's losses, then each further stage's on the previous stage's refined boxes."""
-        losses = super().sampled_losses(features, image_shapes, targets, box_regression)
+        losses = super().sampled_losses(features, image_shapes, targets, box_features, box_regression)
         assert self._sampled is not None
         boxes = refine(self, box_regression, self._sampled[0], image_shapes)
         gt_boxes = [t["boxes"] for t in targets]
         for n, stage in enumerate(self.stages, start=2):
             rois, matched_idxs, labels, regression_targets = stage.select_training_samples(boxes, targets)
-            class_logits, box_regression = predict(
+            embeddings = roi_features(
                 stage, features, rois, image_shapes, backbone_gradient=1.0 / (1 + len(self.stages))
             )
+            class_logits, box_regression = stage.box_predictor(embeddings)
             loss_classifier, loss_box_reg = fastrcnn_loss(
                 class_logits, box_regression, labels, regression_targets
             )
@@ -106,6 +126,9 @@ class CascadeRoIHeads(DeepACERoIHeads):
                     self.smooth_ln_sigma,
                 )
                 losses[f"loss_repulsion_stage{n}"] = self.repulsion_weight * repulsion
+            if stage.karyotype_classifier is not None:
+                loss = karyotype_loss(stage.karyotype_classifier, embeddings, matched_idxs, labels, targets)
+                losses[f"loss_karyotype_stage{n}"] = self.karyotype_weight * loss
             boxes = refine(stage, box_regression, rois, image_shapes)
         return losses
 

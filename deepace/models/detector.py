@@ -108,6 +108,7 @@ class DeepACE(GeneralizedRCNN):
             rescorer=build_rescorer(config) if config.rescorer else None,
             candidate_iou=config.rescorer_candidate_iou,
             candidate_floor=config.rescorer_score_floor,
+            karyotype_weight=config.karyotype_weight,
             **cascade,
         )
         super().__init__(backbone, rpn, roi_heads, FixedScaleTransform(config.input_scale))
@@ -153,7 +154,7 @@ def adapt_state_dict(state: dict[str, Tensor], source: ModelConfig, target: Deep
     the reverse); everything else fits as it is."""
     fresh = target.state_dict()
     adapted = _adapt_pyramid(dict(state), source, target.config, fresh)
-    return _adapt_cascade(_adapt_context(adapted, fresh), fresh)
+    return _adapt_cascade(_adapt_karyotype(_adapt_context(adapted, fresh), fresh), fresh)
 
 
 def _adapt_pyramid(
@@ -203,6 +204,16 @@ def _adapt_cascade(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[s
             adapted[key] = torch.zeros_like(fresh[key])
         else:
             adapted[key] = state[f"roi_heads.{match.group(1)}"].clone()
+    return adapted
+
+
+def _adapt_karyotype(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Karyotype classifiers (model.karyotype_weight) the source lacks start as the target built them;
+    those the target lacks are dropped."""
+    adapted = {k: v for k, v in state.items() if ".karyotype_classifier." not in k or k in fresh}
+    for key in fresh:
+        if ".karyotype_classifier." in key and key not in adapted:
+            adapted[key] = fresh[key].clone()
     return adapted
 
 

@@ -11,11 +11,14 @@ uniformly, and in a spread most proposals below IoU 0.5 are easy ones.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torchvision.models.detection._utils import Matcher
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import box_iou, clip_boxes_to_image
 
+from deepace.data.karyotype import NUM_KARYOTYPE_CLASSES
 from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.repulsion import RepulsionKind, repulsion_terms
 from deepace.models.rescorer import Candidates, OverlapRescorer, select_candidates
@@ -37,9 +40,12 @@ class DeepACERoIHeads(RoIHeads):
         rescorer: OverlapRescorer | SetRescorer | None = None,
         candidate_iou: float = 0.8,
         candidate_floor: float = 0.01,
+        karyotype_weight: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.karyotype_weight = karyotype_weight
+        self.karyotype_classifier = new_karyotype_classifier(self) if karyotype_weight > 0 else None
         # With a rescorer, inference replaces NMS + Soft-NMS by learned overlap rescoring (rescorer.py).
         self.rescorer = rescorer
         self.candidate_iou = candidate_iou
@@ -77,8 +83,8 @@ class DeepACERoIHeads(RoIHeads):
             return self.rescored_detections(features, proposals, image_shapes), {}
         captured: dict[str, Tensor] = {}
 
-        def keep_regression(_module, _inputs, outputs) -> None:  # noqa: ANN001
-            captured["box_regression"] = outputs[1]
+        def keep_regression(_module, inputs, outputs) -> None:  # noqa: ANN001
+            captured["box_features"], captured["box_regression"] = inputs[0], outputs[1]
 
         handle = self.box_predictor.register_forward_hook(keep_regression)
         try:
@@ -86,16 +92,31 @@ class DeepACERoIHeads(RoIHeads):
         finally:
             handle.remove()
         if self.training:
-            losses |= self.sampled_losses(features, image_shapes, targets, captured["box_regression"])
+            losses |= self.sampled_losses(
+                features, image_shapes, targets, captured["box_features"], captured["box_regression"]
+            )
         self._sampled = None
         return result, losses
 
-    def sampled_losses(self, features, image_shapes, targets, box_regression: Tensor) -> dict[str, Tensor]:  # noqa: ANN001
-        """Losses beyond torchvision's, from this step's sampled RoIs (`self._sampled`) and the head's box
-        regression for them: the repulsion term (§2.3)."""
-        if self.repulsion == "none":
-            return {}
-        return {"loss_repulsion": self.repulsion_weight * self.repulsion_loss(box_regression)}
+    def sampled_losses(
+        self,
+        features: dict[str, Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]],
+        box_features: Tensor,
+        box_regression: Tensor,
+    ) -> dict[str, Tensor]:
+        """Losses beyond torchvision's, from this step's sampled RoIs (`self._sampled`), the head's features
+        and box regression for them: the repulsion term (§2.3) and the karyotype term."""
+        losses = {}
+        if self.repulsion != "none":
+            losses["loss_repulsion"] = self.repulsion_weight * self.repulsion_loss(box_regression)
+        if self.karyotype_classifier is not None:
+            assert self._sampled is not None
+            _, matched_idxs, labels, _ = self._sampled
+            loss = karyotype_loss(self.karyotype_classifier, box_features, matched_idxs, labels, targets)
+            losses["loss_karyotype"] = self.karyotype_weight * loss
+        return losses
 
     def repulsion_loss(self, box_regression: Tensor) -> Tensor:
         """This step's repulsion term for the sampled RoIs (`self._sampled`)."""
@@ -165,6 +186,36 @@ class DeepACERoIHeads(RoIHeads):
             out_scores.append(decayed)
             out_labels.append(lab[keep])
         return out_boxes, out_scores, out_labels
+
+
+def new_karyotype_classifier(heads: RoIHeads) -> nn.Linear:
+    """A linear map from a stage's fc-head features to the chromosome classes (0 unknown, 1…24)."""
+    if not isinstance(heads.box_head, TwoMLPHead):
+        raise ValueError("model.karyotype_weight needs fc heads (model.head='fc')")
+    return nn.Linear(heads.box_head.fc7.out_features, NUM_KARYOTYPE_CLASSES + 1)
+
+
+def karyotype_loss(
+    classifier: nn.Module,
+    box_features: Tensor,
+    matched_idxs: list[Tensor],
+    labels: list[Tensor],
+    targets: list[dict[str, Tensor]],
+) -> Tensor:
+    """Cross-entropy of the chromosome class over one stage's positive RoIs (`labels` > 0) whose matched
+    ground truth has a known class (targets' "chromosome_class" > 0); zero when there are none."""
+    classes = []
+    for matched, target in zip(matched_idxs, targets, strict=True):
+        known = target.get("chromosome_class")
+        if known is None or known.numel() == 0:
+            classes.append(torch.zeros_like(matched))
+        else:
+            classes.append(known[matched.clamp(min=0)])
+    chromosome_class = torch.cat(classes)
+    rows = (torch.cat(labels) > 0) & (chromosome_class > 0)
+    if not bool(rows.any()):
+        return box_features.sum() * 0.0
+    return F.cross_entropy(classifier(box_features[rows]), chromosome_class[rows])
 
 
 def repulsion_loss(
