@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -207,21 +208,23 @@ def _adapt_cascade(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[s
     return adapted
 
 
-def _adapt_karyotype(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Karyotype classifiers (model.karyotype_weight) the source lacks start as the target built them;
-    those the target lacks are dropped."""
-    adapted = {k: v for k, v in state.items() if ".karyotype_classifier." not in k or k in fresh}
+def _adapt_optional(
+    state: dict[str, Tensor], fresh: dict[str, Tensor], part: str, start: Callable[[Tensor], Tensor]
+) -> dict[str, Tensor]:
+    """An optional part of the heads (its keys contain `part`): where the source lacks it, it starts as
+    `start(the target's freshly built tensor)`; where the target lacks it, it is dropped."""
+    adapted = {k: v for k, v in state.items() if part not in k or k in fresh}
     for key in fresh:
-        if ".karyotype_classifier." in key and key not in adapted:
-            adapted[key] = fresh[key].clone()
+        if part in key and key not in adapted:
+            adapted[key] = start(fresh[key])
     return adapted
+
+
+def _adapt_karyotype(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Karyotype classifiers (model.karyotype_weight) the source lacks start as the target built them."""
+    return _adapt_optional(state, fresh, ".karyotype_classifier.", torch.clone)
 
 
 def _adapt_context(state: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Context maps the source lacks start at zero (the heads predict as the source did); those the
-    target lacks are dropped."""
-    adapted = {k: v for k, v in state.items() if ".fc6_context." not in k or k in fresh}
-    for key in fresh:
-        if ".fc6_context." in key and key not in adapted:
-            adapted[key] = torch.zeros_like(fresh[key])
-    return adapted
+    """Context maps the source lacks start at zero (the heads predict as the source did)."""
+    return _adapt_optional(state, fresh, ".fc6_context.", torch.zeros_like)
