@@ -49,7 +49,7 @@ class OnnxBackbone(nn.Module):
     ) -> None:
         """`spin`: let idle ONNX Runtime threads spin (its default). Off here: spinning threads take the
         cores from the torch operations that run between backbone calls; without it whole spreads ran
-        about 1.1× faster (BENCHMARKS.md, "Speed")."""
+        1.04–1.10× faster in paired runs (BENCHMARKS.md, "Speed")."""
         import onnxruntime as ort
 
         super().__init__()

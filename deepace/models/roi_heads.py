@@ -83,10 +83,10 @@ class DeepACERoIHeads(RoIHeads):
             return self.rescored_detections(features, proposals, image_shapes), {}
         captured: dict[str, Tensor] = {}
 
-        def keep_regression(_module, inputs, outputs) -> None:  # noqa: ANN001
+        def keep_predictor_io(_module, inputs, outputs) -> None:  # noqa: ANN001
             captured["box_features"], captured["box_regression"] = inputs[0], outputs[1]
 
-        handle = self.box_predictor.register_forward_hook(keep_regression)
+        handle = self.box_predictor.register_forward_hook(keep_predictor_io)
         try:
             result, losses = super().forward(features, proposals, image_shapes, targets)
         finally:
