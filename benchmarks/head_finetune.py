@@ -35,8 +35,7 @@ from deepace.data.dataset import DetectionDataset
 from deepace.engine import lr_factor
 from deepace.inference import Detector, float_weights, read_model_file, save_model
 from deepace.models.detector import build_detector
-from deepace.models.rescorer import Candidates
-from deepace.rescoring import LabelledCandidates, match_labels
+from deepace.rescoring import LabelledCandidates, in_image_pixels, match_labels
 
 FLIPS = [(True, False), (False, True), (True, True)]
 
@@ -171,7 +170,7 @@ def train_command(args: argparse.Namespace) -> None:
             line = {
                 "iteration": done,
                 "lr": optimizer.param_groups[0]["lr"],
-                "s_per_it": (time.time() - tic) / 50,
+                "s_per_it": (time.time() - tic) / len(next(iter(window.values()))),
             }
             line |= {k: round(float(np.mean(v)), 4) for k, v in window.items()}
             line["loss"] = round(sum(line[k] for k in window), 4)
@@ -208,14 +207,8 @@ def candidates_command(args: argparse.Namespace) -> None:
     tic = time.time()
     for n, item in enumerate(index):
         entry = load_entry(args.cache / item["file"])
-        candidates = heads.candidates(entry["features"], [entry["proposals"]], [entry["image_size"]])[0]
-        sx, sy = entry["to_image"]
-        candidates = Candidates(
-            candidates.boxes * torch.tensor([sx, sy, sx, sy]),
-            candidates.stage_scores,
-            candidates.scores,
-            candidates.embeddings,
-        )
+        found = heads.candidates(entry["features"], [entry["proposals"]], [entry["image_size"]])[0]
+        candidates = in_image_pixels(found, *entry["to_image"])
         samples.append(LabelledCandidates(candidates, match_labels(candidates.boxes, entry["truth"])))
         if n % 200 == 0:
             print(f"{n}/{len(index)} ({time.time() - tic:.0f} s)", flush=True)

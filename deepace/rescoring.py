@@ -84,7 +84,13 @@ def image_candidates(detector: Detector, gray: np.ndarray, stain: str) -> Candid
     proposals, _ = model.rpn(images, features)
     candidates = model.roi_heads.candidates(features, proposals, images.image_sizes)[0]
     net_h, net_w = images.image_sizes[0]
-    to_image = torch.tensor([gray.shape[1] / net_w, gray.shape[0] / net_h] * 2)
+    return in_image_pixels(candidates, gray.shape[1] / net_w, gray.shape[0] / net_h)
+
+
+def in_image_pixels(candidates: Candidates, scale_x: float, scale_y: float) -> Candidates:
+    """Candidates found in network pixels moved to the image's pixels (x scaled by `scale_x`, y by
+    `scale_y`), on the CPU."""
+    to_image = torch.tensor([scale_x, scale_y] * 2)
     embeddings = None if candidates.embeddings is None else candidates.embeddings.cpu()
     return Candidates(
         candidates.boxes.cpu() * to_image, candidates.stage_scores.cpu(), candidates.scores.cpu(), embeddings
