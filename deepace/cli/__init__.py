@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deepace.cli import case_cmds, count_cmd, data_cmds, evaluate_cmd, synth_cmd, train_cmds
+from deepace.cli import case_cmds, count_cmd, data_cmds, evaluate_cmd, heads_cmd, synth_cmd, train_cmds
 
 app = typer.Typer(
     help="DeepACE: count chromosomes in metaphase images.",
@@ -13,7 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (count_cmd, case_cmds, train_cmds, evaluate_cmd, data_cmds, synth_cmd):
+for module in (count_cmd, case_cmds, train_cmds, heads_cmd, evaluate_cmd, data_cmds, synth_cmd):
     module.register(app)
 
 

@@ -1,0 +1,260 @@
+"""Fine-tuning the head stages alone, on backbone features and RPN proposals computed once (not in the
+paper; `deepace train-heads`).
+
+A full-resolution training iteration takes ~3.4 s on a 2-core CPU, of which the three head stages' forward
+and backward are ~0.4 s: with the backbone and RPN frozen and their outputs cached, the heads see about
+eight times as many iterations per CPU-second (BENCHMARKS.md, "Session 18"). The cached features are the
+ones inference computes (the optimised backbone `deepace count` runs) and the proposals the test-time ones,
+so the heads learn on what they will be given. The same cache gives the rescorer's training candidates
+without running the backbone again.
+
+A cache folder holds, per training image and view (view 0 unflipped, further views one of the three flips
+each, fixed by the image's index), one file with the feature maps in float16, the proposals and the
+targets in network pixels, and `index.json` listing them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from deepace.config import Config
+from deepace.data.dataset import DetectionDataset
+from deepace.data.records import ImageRecord
+from deepace.engine import lr_factor
+from deepace.rescoring import LabelledCandidates, in_image_pixels, match_labels
+
+FLIPS = [(True, False), (False, True), (True, True)]
+
+
+def view_flips(index: int, views: int) -> list[tuple[bool, bool]]:
+    """(horizontal, vertical) of each cached view of image `index`: view 0 unflipped, the others
+    distinct flips chosen by the index (so a cache is the same whenever it is built)."""
+    if not 1 <= views <= 1 + len(FLIPS):
+        raise ValueError(f"views must be 1 to {1 + len(FLIPS)}, not {views}")
+    order = random.Random(index).sample(FLIPS, k=len(FLIPS))
+    return [(False, False), *order[: views - 1]]
+
+
+def view_file(source: Path, record: int, view: int) -> str:
+    return f"{source.stem}-{source.parent.name}-{record:05d}-{view}.pt"
+
+
+@torch.inference_mode()
+def cache_views(
+    model: torch.nn.Module,
+    config: Config,
+    sources: dict[Path, list[ImageRecord]],
+    views: int,
+    folder: Path,
+    progress: bool = True,
+) -> list[dict]:
+    """Run `model`'s transform, backbone and RPN (in eval mode, as inference does) once on every view of
+    every record and store what the heads need; files already there are kept (a cache is resumable).
+    `sources`: each annotation file's records. Returns and writes the index."""
+    model.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    index = []
+    total = sum(len(records) for records in sources.values()) * views
+    bar = tqdm(total=total, desc="caching features", unit="view", disable=not progress)
+    for source, records in sources.items():
+        dataset = DetectionDataset(
+            records, config.model.preprocess_threshold, stain_scale=config.model.stain_scale
+        )
+        for i, record in enumerate(records):
+            for v, (horizontal, vertical) in enumerate(view_flips(i, views)):
+                name = view_file(source, i, v)
+                index.append({"file": name, "coco": str(source), "record": i, "view": v})
+                bar.update()
+                if (folder / name).exists():
+                    continue
+                image, target = dataset.load(i, horizontal, vertical)
+                images, targets = model.transform([image], [target])
+                features = model.backbone(images.tensors)
+                proposals, _ = model.rpn(images, features)
+                entry = {
+                    "features": {k: f.half().cpu() for k, f in features.items()},
+                    "proposals": proposals[0].cpu(),
+                    "image_size": images.image_sizes[0],
+                    "boxes": targets[0]["boxes"].cpu(),
+                    "chromosome_class": targets[0]["chromosome_class"].cpu(),
+                    # network pixels → the record's image pixels (used for view 0, which is unflipped)
+                    "to_image": (
+                        record.width / images.image_sizes[0][1],
+                        record.height / images.image_sizes[0][0],
+                    ),
+                    "truth": torch.as_tensor(record.boxes, dtype=torch.float32).reshape(-1, 4),
+                }
+                torch.save(entry, folder / f"{name}.tmp")
+                (folder / f"{name}.tmp").replace(folder / name)
+    bar.close()
+    (folder / "index.json").write_text(json.dumps(index))
+    return index
+
+
+def load_view(path: Path) -> dict:
+    entry = torch.load(path, weights_only=False)
+    entry["features"] = {k: f.float() for k, f in entry["features"].items()}
+    return entry
+
+
+def trainable_heads(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The head stages' parameters, now the only ones requiring gradients; the backbone, the RPN and the
+    rescorer (which is refitted on the trained heads' candidates afterwards) stay frozen."""
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("roi_heads.") and not name.startswith("roi_heads.rescorer."))
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def training_pool(index: list[dict], repeats: dict[str, int] | None = None) -> list[list[str]]:
+    """One entry per image and epoch draw (an annotation file's images `repeats[file]` times): the
+    cached views of that image, one of which an iteration picks."""
+    images: dict[tuple[str, int], list[str]] = {}
+    for item in index:
+        images.setdefault((item["coco"], item["record"]), []).append(item["file"])
+    repeats = repeats or {}
+    return [files for (coco, _), files in images.items() for _ in range(int(repeats.get(coco, 1)))]
+
+
+@dataclass
+class HeadSchedule:
+    """SGD with momentum; linear warm-up, then the learning rate ÷10 at each of `lr_steps` (fractions of
+    the iterations), as `deepace train` does."""
+
+    iterations: int = 2000
+    lr: float = 0.001
+    warmup_iterations: int = 100
+    lr_steps: tuple[float, ...] = (0.5, 0.85)
+    seed: int = 0
+    clip_grad_norm: float = 10.0
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+
+def train_heads(
+    model: torch.nn.Module,
+    config: Config,  # the model's; not changed
+    folder: Path,
+    pool: list[list[str]],
+    schedule: HeadSchedule,
+    work_dir: Path,
+    resume: bool = True,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+) -> None:
+    """Train `model`'s head stages on the cached views in `folder`, the rest frozen and in eval mode.
+    Checkpoints (`last.pt`, the heads and optimiser) and the loss log (`log.jsonl`) go to `work_dir`; with
+    `resume`, a checkpoint there is continued. The image order depends only on the seed and iteration."""
+    if not pool:
+        raise ValueError("no cached images to train on")
+    timing = replace(
+        config.train,
+        iterations=schedule.iterations,
+        lr=schedule.lr,
+        warmup_iterations=schedule.warmup_iterations,
+        lr_steps=schedule.lr_steps,
+    )
+    decay = replace(config, train=timing)
+    model.eval()
+    model.roi_heads.train()
+    params = trainable_heads(model)
+    optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, decay))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    last = work_dir / "last.pt"
+    start = 0
+    if resume and last.exists():
+        state = torch.load(last, weights_only=False)
+        model.roi_heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["iteration"]
+    seed = schedule.seed
+    window: dict[str, list[float]] = {}
+    tic = time.time()
+    with (work_dir / "log.jsonl").open("a") as log:
+        for iteration in tqdm(
+            range(start, schedule.iterations),
+            desc="training heads",
+            unit="it",
+            initial=start,
+            total=schedule.iterations,
+            disable=not progress,
+        ):
+            epoch, position = divmod(iteration, len(pool))
+            order = np.random.default_rng([seed, epoch]).permutation(len(pool))
+            files = pool[order[position]]
+            entry = load_view(folder / random.Random(seed * 1_000_003 + iteration).choice(files))
+            torch.manual_seed(seed * 1_000_003 + iteration)
+            targets = [
+                {
+                    "boxes": entry["boxes"],
+                    "labels": torch.ones(len(entry["boxes"]), dtype=torch.int64),
+                    "chromosome_class": entry["chromosome_class"],
+                }
+            ]
+            _, losses = model.roi_heads(
+                entry["features"], [entry["proposals"]], [entry["image_size"]], targets
+            )
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            for k, v in losses.items():
+                window.setdefault(k, []).append(float(v.detach()))
+            done = iteration + 1
+            if done % schedule.log_every == 0 or done == schedule.iterations:
+                steps = len(next(iter(window.values())))
+                line = {"iteration": done, "lr": optimizer.param_groups[0]["lr"]}
+                line["s_per_it"] = (time.time() - tic) / steps
+                line |= {k: round(float(np.mean(v)), 4) for k, v in window.items()}
+                line["loss"] = round(sum(line[k] for k in window), 4)
+                log.write(json.dumps(line) + "\n")
+                log.flush()
+                if on_log is not None:
+                    on_log(line)
+                window, tic = {}, time.time()
+            if done % schedule.checkpoint_every == 0 or done == schedule.iterations:
+                state = {
+                    "heads": model.roi_heads.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "iteration": done,
+                }
+                torch.save(state, last.with_suffix(".tmp"))
+                last.with_suffix(".tmp").replace(last)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+@torch.inference_mode()
+def cached_candidates(
+    heads: torch.nn.Module, folder: Path, index: list[dict], progress: bool = True
+) -> list[LabelledCandidates]:
+    """The rescorer's labelled training candidates (as `deepace train-rescorer --cache` stores them) from
+    the cached unflipped views, in the index's order: what `deepace train-rescorer` collects, without
+    running the backbone again."""
+    heads.eval()
+    samples = []
+    for item in tqdm(
+        [item for item in index if item["view"] == 0], desc="candidates", unit="img", disable=not progress
+    ):
+        entry = load_view(folder / item["file"])
+        found = heads.candidates(entry["features"], [entry["proposals"]], [entry["image_size"]])[0]
+        candidates = in_image_pixels(found, *entry["to_image"])
+        samples.append(LabelledCandidates(candidates, match_labels(candidates.boxes, entry["truth"])))
+    return samples

@@ -1,0 +1,161 @@
+"""Head-only fine-tuning on cached features (deepace.head_finetune, `deepace train-heads`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepace.config import Config
+from deepace.head_finetune import (
+    HeadSchedule,
+    cache_views,
+    cached_candidates,
+    train_heads,
+    training_pool,
+    view_flips,
+)
+from deepace.inference import Detector
+from deepace.models.detector import build_detector
+from deepace.rescoring import image_candidates
+from tests.helpers_detection import tiny_config, write_blob_records
+
+
+def tiny_cascade() -> tuple[torch.nn.Module, Config]:
+    torch.manual_seed(0)
+    config = tiny_config(fpn=True, head="fc", repulsion="none", cascade_ious=(0.6,), rescorer=True)
+    return build_detector(config.model).eval(), config
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], list, Path]:
+    tmp = tmp_path_factory.mktemp("heads")
+    model, config = tiny_cascade()
+    records = write_blob_records(tmp / "imgs", 2, size=128)
+    source = tmp / "train.json"
+    index = cache_views(model, config, {source: records}, 2, tmp / "cache", progress=False)
+    return tmp / "cache", index, records, source
+
+
+def test_view_flips_start_unflipped_then_distinct_flips_fixed_by_the_image() -> None:
+    for image in range(20):
+        flips = view_flips(image, 4)
+        assert flips[0] == (False, False) and len(set(flips)) == 4
+        assert view_flips(image, 4) == flips and view_flips(image, 2) == flips[:2]
+    assert len({tuple(view_flips(image, 2)) for image in range(20)}) > 1  # the flip varies by image
+    with pytest.raises(ValueError):
+        view_flips(0, 5)
+
+
+def test_the_cache_lists_every_view_and_flips_the_targets(cached) -> None:  # noqa: ANN001
+    folder, index, records, source = cached
+    assert [(item["record"], item["view"]) for item in index] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert json.loads((folder / "index.json").read_text()) == index
+    for i in range(len(records)):
+        plain, flipped = (torch.load(folder / index[2 * i + v]["file"], weights_only=False) for v in (0, 1))
+        assert all(f.dtype == torch.float16 for f in plain["features"].values())
+        height, width = plain["image_size"]
+        horizontal, vertical = view_flips(i, 2)[1]
+        expected = plain["boxes"].clone()
+        if horizontal:
+            expected[:, [0, 2]] = width - plain["boxes"][:, [2, 0]]
+        if vertical:
+            expected[:, [1, 3]] = height - plain["boxes"][:, [3, 1]]
+        torch.testing.assert_close(
+            flipped["boxes"][expected[:, 0].argsort()], expected[expected[:, 0].argsort()], atol=0.01, rtol=0
+        )
+        # to_image takes view 0's network pixels back to the annotation's pixels
+        scale = torch.tensor(plain["to_image"] * 2)
+        torch.testing.assert_close(plain["boxes"] * scale, plain["truth"], atol=0.01, rtol=0)
+
+
+def test_cached_candidates_are_the_ones_inference_gives_the_rescorer(cached) -> None:  # noqa: ANN001
+    folder, index, records, _ = cached
+    model, config = tiny_cascade()
+    samples = cached_candidates(model.roi_heads, folder, index, progress=False)
+    assert len(samples) == len(records)  # view 0 of each image only
+    detector = Detector(model, config)
+    for record, sample in zip(records, samples, strict=True):
+        gray, stain = detector.prepare_with_stain(record.path)
+        live = image_candidates(detector, gray, stain)
+        assert len(live.boxes) == len(sample.candidates.boxes) > 0
+        # features stored in float16: the boxes agree to a fraction of a pixel, not to the bit
+        torch.testing.assert_close(sample.candidates.boxes, live.boxes, atol=0.05, rtol=0)
+        torch.testing.assert_close(sample.candidates.scores, live.scores, atol=0.005, rtol=0)
+
+
+def test_training_pool_draws_a_file_as_often_as_it_is_repeated(cached) -> None:  # noqa: ANN001
+    _, index, _, source = cached
+    assert training_pool(index) == [
+        [index[0]["file"], index[1]["file"]],
+        [index[2]["file"], index[3]["file"]],
+    ]
+    assert len(training_pool(index, {str(source): 3})) == 6
+
+
+SCHEDULE = HeadSchedule(iterations=4, lr=0.02, warmup_iterations=1, checkpoint_every=2, log_every=1)
+
+
+def heads_trained(cached, work: Path, on_log=None) -> torch.nn.Module:  # noqa: ANN001
+    folder, index, _, _ = cached
+    model, config = tiny_cascade()
+    train_heads(model, config, folder, training_pool(index), SCHEDULE, work, on_log=on_log, progress=False)
+    return model
+
+
+def test_only_the_head_stages_learn(cached, tmp_path) -> None:  # noqa: ANN001
+    before, _ = tiny_cascade()
+    after = heads_trained(cached, tmp_path)
+    old = dict(before.named_parameters())
+    changed = {name for name, p in after.named_parameters() if not torch.equal(p, old[name])}
+    assert changed and all(n.startswith("roi_heads.") and ".rescorer." not in n for n in changed)
+    assert any(n.startswith("roi_heads.stages.") for n in changed)  # the cascade stage too
+    assert all(p.requires_grad for p in after.parameters()) and not after.training
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 4]
+    assert all(line["loss"] > 0 for line in lines)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(cached, tmp_path) -> None:  # noqa: ANN001
+    straight = heads_trained(cached, tmp_path / "straight")
+
+    def killed_after_iteration_3(line: dict) -> None:  # the run's folder as a kill then would leave it
+        if line["iteration"] == 3:
+            shutil.copytree(tmp_path / "again", tmp_path / "killed")
+
+    heads_trained(cached, tmp_path / "again", on_log=killed_after_iteration_3)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["iteration"] == 2
+    resumed = heads_trained(cached, tmp_path / "killed")
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name, atol=0, rtol=0)
+
+
+def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from deepace.cli import app
+    from deepace.data.coco import write_coco
+    from deepace.inference import Counter, read_model_file, save_model
+
+    model, config = tiny_cascade()
+    save_model(tmp_path / "base.pt", model, config, 0.4)
+    records = write_blob_records(tmp_path / "imgs", 2, size=128)
+    write_coco(records, tmp_path / "train.json")
+    train = ["--train", str(tmp_path / "train.json")] * 2
+    args = ["train-heads", str(tmp_path / "base.pt"), *train, "--work-dir", str(tmp_path / "work")]
+    args += ["--out", str(tmp_path / "heads.pt"), "--iterations", "3", "--rescorer-epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "rescorer refitted" in result.output and "uncalibrated" in result.output
+    payload = read_model_file(tmp_path / "heads.pt")
+    assert payload["meta"]["train_heads"]["iterations"] == 3 and "rescorer" in payload["meta"]
+    assert len(list((tmp_path / "work" / "features").glob("*.pt"))) == 2 * 2  # each image once, two views
+    counted = Counter(tmp_path / "heads.pt").count_image(records[0].path)
+    assert counted.error is None
+    again = CliRunner().invoke(app, args)  # same settings: the finished run is resumed, nothing redone
+    assert again.exit_code == 0 and "resuming" in again.output
+    other = CliRunner().invoke(app, [*args[:-4], "--iterations", "5", *args[-2:]])
+    assert other.exit_code != 0 and "iterations" in other.output
