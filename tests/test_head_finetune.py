@@ -141,7 +141,7 @@ def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(
     from deepace.inference import Counter, read_model_file, save_model
 
     model, config = tiny_cascade()
-    save_model(tmp_path / "base.pt", model, config, 0.4)
+    save_model(tmp_path / "base.pt", model, config, 0.4, meta={"recipe": "base"})
     records = write_blob_records(tmp_path / "imgs", 2, size=128)
     write_coco(records, tmp_path / "train.json")
     train = ["--train", str(tmp_path / "train.json")] * 2
@@ -152,6 +152,7 @@ def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(
     assert "rescorer refitted" in result.output and "uncalibrated" in result.output
     payload = read_model_file(tmp_path / "heads.pt")
     assert payload["meta"]["train_heads"]["iterations"] == 3 and "rescorer" in payload["meta"]
+    assert payload["meta"]["base_meta"] == {"recipe": "base"}
     assert len(list((tmp_path / "work" / "features").glob("*.pt"))) == 2 * 2  # each image once, two views
     counted = Counter(tmp_path / "heads.pt").count_image(records[0].path)
     assert counted.error is None

@@ -192,7 +192,7 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     torch.manual_seed(0)
     config = tiny_config(fpn=True, head="fc", repulsion="none")
     base = tmp_path / "base.pt"
-    save_model(base, build_detector(config.model), config, score_threshold=0.3)
+    save_model(base, build_detector(config.model), config, 0.3, meta={"recipe": "how the base was made"})
     records = write_blob_records(tmp_path / "imgs", 3, size=128)
     write_coco(records, tmp_path / "train.json")
     out, cache = tmp_path / "rescored.pt", tmp_path / "cands.pt"
@@ -202,6 +202,7 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     assert "rescorer:" in result.output and cache.exists()
     payload = read_model_file(out)
     assert payload["config"]["model"]["rescorer"] is True
+    assert payload["meta"]["base_meta"] == {"recipe": "how the base was made"}  # provenance carried over
     # Not calibrated: the base model's threshold (0.3, for its own scores) is not carried over.
     assert payload["score_threshold"] == ACCEPT_PROBABILITY and payload["stain_thresholds"] == {}
     assert any(k.startswith("roi_heads.rescorer.") for k in payload["state_dict"])

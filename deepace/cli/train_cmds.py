@@ -237,7 +237,7 @@ def train_rescorer_command(
     heads' NMS + Soft-NMS at inference); the detector itself is not changed."""
     import torch
 
-    from deepace.inference import Detector, save_model
+    from deepace.inference import Detector, read_model_file, save_model
     from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_any_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
@@ -257,7 +257,11 @@ def train_rescorer_command(
         f"training loss {result['loss']:.4f}, accuracy {100 * result['accuracy']:.2f}%"
     )
     stain_thresholds: dict[str, float] = {}
-    meta = {"base_model": str(model_file), "rescorer": {**result, "train": [str(p) for p in train]}}
+    meta = {
+        "base_model": str(model_file),
+        "base_meta": read_model_file(_init_path(model_file.as_posix())).get("meta", {}),  # its provenance
+        "rescorer": {**result, "train": [str(p) for p in train]},
+    }
     if calibrate_on:
         running = detector.optimised_copy(device=device)
         stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on))
