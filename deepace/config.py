@@ -37,7 +37,8 @@ class ModelConfig:
     box_positive_fraction: float = 0.25
     # RoIs at IoU >= this are the heads' positives; those between 0.5 and it are left out (hard negatives
     # with box_hard_negative_iou). Cascade R-CNN: a higher bar makes scores follow localisation. Faster
-    # R-CNN: 0.5.
+    # R-CNN: 0.5. Below 0.5, RoIs from it up are positives (the RPN's near misses, IoU 0.4-0.5 with a
+    # chromosome, then learn to move onto it).
     box_fg_iou: float = 0.5
     # HNAS for the heads' RoIs too (not in the paper): half the negatives with IoU in [this, box_fg_iou)
     box_hard_negative_iou: float | None = None

@@ -168,3 +168,12 @@ def test_box_fg_iou_sets_which_rois_the_heads_learn_as_chromosomes(
     at_055 = (rois[:, 1] == 129.0).sum().item()
     assert at_055 == sampled_as_positive  # at 0.6 they are neither positives nor negatives: left out
     assert int((labels == 1).sum()) == sampled_as_positive + 1  # + the ground-truth box itself
+
+
+@pytest.mark.parametrize("fg_iou, labelled_positive", [(0.5, 0), (0.4, 6)])
+def test_a_lower_box_fg_iou_makes_near_misses_positives(fg_iou: float, labelled_positive: int) -> None:
+    torch.manual_seed(0)
+    near_miss = ONE_CHROMOSOME + torch.tensor([0.0, 37.0, 0.0, 37.0])  # IoU 63/137 = 0.46
+    rois, labels = sample_head_rois(near_miss.repeat(6, 1), box_fg_iou=fg_iou)
+    at_046 = rois[:, 1] == 137.0
+    assert int((labels[at_046] == 1).sum()) == labelled_positive

@@ -92,7 +92,7 @@ class DeepACE(GeneralizedRCNN):
             box_head,
             box_predictor,
             fg_iou_thresh=config.box_fg_iou,
-            bg_iou_thresh=0.5,
+            bg_iou_thresh=min(0.5, config.box_fg_iou),  # below 0.5 the bar moves both: no gap left out
             batch_size_per_image=config.box_batch_size_per_image,
             positive_fraction=config.box_positive_fraction,
             bbox_reg_weights=None,
