@@ -63,6 +63,22 @@ def lr_factor(iteration: int, config: Config) -> float:
     return factor
 
 
+def optimisation_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: list[torch.nn.Parameter],
+    clip_grad_norm: float | None,
+) -> None:
+    """Backward, the gradient norm clipped (if set), then the optimiser's and the schedule's step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    optimizer.step()
+    scheduler.step()
+
+
 def samples_for_iteration(
     iteration: int, n_images: int, config: Config, dist_info: DistInfo
 ) -> list[tuple[int, bool, bool]]:
@@ -202,12 +218,7 @@ def train(
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {float(loss)} at iteration {iteration}: {losses}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm)
-        optimizer.step()
-        scheduler.step()
+        optimisation_step(loss, optimizer, scheduler, params, t.clip_grad_norm)
         for k, v in losses.items():
             window.setdefault(k, []).append(float(v.detach()))
         done = iteration + 1

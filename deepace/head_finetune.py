@@ -29,7 +29,7 @@ from tqdm import tqdm
 from deepace.config import Config
 from deepace.data.dataset import DetectionDataset
 from deepace.data.records import ImageRecord
-from deepace.engine import lr_factor
+from deepace.engine import lr_factor, optimisation_step
 from deepace.rescoring import LabelledCandidates, in_image_pixels, match_labels
 
 FLIPS = [(True, False), (False, True), (True, True)]
@@ -207,12 +207,7 @@ def train_heads(
             _, losses = model.roi_heads(
                 entry["features"], [entry["proposals"]], [entry["image_size"]], targets
             )
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, schedule.clip_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            optimisation_step(sum(losses.values()), optimizer, scheduler, params, schedule.clip_grad_norm)
             for k, v in losses.items():
                 window.setdefault(k, []).append(float(v.detach()))
             done = iteration + 1
