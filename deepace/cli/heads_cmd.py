@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from deepace.cli.train_cmds import _read_records, calibrate_stain_thresholds
+from deepace.cli.train_cmds import _init_path, _read_records, calibrate_stain_thresholds
 
 
 def train_heads_command(
@@ -52,14 +52,13 @@ def train_heads_command(
         train_heads,
         training_pool,
     )
-    from deepace.inference import DEFAULT_WEIGHTS, Detector, float_weights, read_model_file, save_model
+    from deepace.inference import Detector, float_weights, read_model_file, save_model
     from deepace.models.detector import build_detector
     from deepace.models.rescorer import ACCEPT_PROBABILITY
     from deepace.rescoring import fit_any_rescorer
 
-    base = DEFAULT_WEIGHTS if model_file == "shipped" else Path(model_file)
-    if not base.exists():
-        raise typer.BadParameter(f"no such model file: {base}", param_hint="MODEL_FILE")
+    base = _init_path(model_file, param_hint="MODEL_FILE")
+    assert base is not None
     settings = {
         "model_sha256": file_sha256(base),
         "train": [str(p) for p in train],

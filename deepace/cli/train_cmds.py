@@ -20,14 +20,14 @@ def _read_records(paths: list[Path]):  # noqa: ANN202
     return records
 
 
-def _init_path(init: str | None) -> Path | None:
+def _init_path(init: str | None, param_hint: str = "--init") -> Path | None:
     from deepace.inference import DEFAULT_WEIGHTS
 
     if init is None:
         return None
     path = DEFAULT_WEIGHTS if init == "shipped" else Path(init)
     if not path.exists():
-        raise typer.BadParameter(f"no such model file: {path}", param_hint="--init")
+        raise typer.BadParameter(f"no such model file: {path}", param_hint=param_hint)
     return path
 
 
