@@ -19,11 +19,9 @@ from pathlib import Path
 
 import torch
 
-from deepace.config import Config, with_overrides
 from deepace.data.coco import read_coco
 from deepace.head_finetune import HeadSchedule, cache_views, cached_candidates, train_heads, training_pool
-from deepace.inference import Detector, float_weights, read_model_file, save_model
-from deepace.models.detector import build_detector
+from deepace.inference import Detector, network_from_payload, read_model_file, save_model
 
 
 def cache_command(args: argparse.Namespace) -> None:
@@ -35,10 +33,7 @@ def cache_command(args: argparse.Namespace) -> None:
 def train_command(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     payload = read_model_file(args.weights)
-    # Overrides change the head stages' losses (e.g. model.repulsion_all_stages=true), not their shapes.
-    config = with_overrides(Config.from_dict(payload["config"]), args.set)
-    model = build_detector(config.model, load_backbone_weights=False)
-    model.load_state_dict(float_weights(payload))
+    model, config = network_from_payload(payload, args.set)
     index = json.loads((args.cache / "index.json").read_text())
     repeats = {coco: int(n) for coco, n in (item.split("=") for item in args.repeat)}
     schedule = HeadSchedule(

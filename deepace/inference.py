@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,19 @@ def float_weights(payload: dict) -> dict:
     return {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
 
 
+def network_from_payload(payload: dict, overrides: Sequence[str] = ()):  # noqa: ANN201 (torch lazily)
+    """The network a model file's payload (`read_model_file`) holds, in float32, and its config.
+    `overrides` (`model.KEY=VALUE`, deepace.config.with_overrides) may change what does not touch the
+    weights' shapes, e.g. the training losses (model.repulsion_all_stages=true)."""
+    from deepace.config import Config, with_overrides
+    from deepace.models.detector import build_detector
+
+    config = with_overrides(Config.from_dict(payload["config"]), list(overrides))
+    model = build_detector(config.model, load_backbone_weights=False)
+    model.load_state_dict(float_weights(payload))
+    return model, config
+
+
 def ready_to_run(model, device, runtime: str = "auto"):  # noqa: ANN001, ANN201 (torch is imported lazily)
     """`model` prepared for inference on `device` (a torch.device): moved to a GPU as it is, or on the CPU
     optimised as `deepace count` runs it (deepace.models.fuse); in place."""
@@ -143,14 +157,10 @@ class Detector:
         or 'auto' (deepace.devices); on a GPU the model runs as it is (`optimise` is for the CPU)."""
         import torch
 
-        from deepace.config import Config
         from deepace.devices import resolve_device
-        from deepace.models.detector import build_detector
 
         payload = read_model_file(Path(path) if path is not None else DEFAULT_WEIGHTS)
-        config = Config.from_dict(payload["config"])
-        model = build_detector(config.model, load_backbone_weights=False)
-        model.load_state_dict(float_weights(payload))
+        model, config = network_from_payload(payload)
         on = resolve_device(device)
         if optimise or on.type != "cpu":
             if num_threads:

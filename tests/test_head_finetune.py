@@ -160,3 +160,24 @@ def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(
     assert again.exit_code == 0 and "resuming" in again.output
     other = CliRunner().invoke(app, [*args[:-4], "--iterations", "5", *args[-2:]])
     assert other.exit_code != 0 and "iterations" in other.output
+
+
+def test_a_model_file_rebuilds_with_loss_overrides_and_its_own_weights(tmp_path: Path) -> None:
+    from deepace.inference import network_from_payload, read_model_file, save_model
+
+    model, config = tiny_cascade()
+    save_model(tmp_path / "m.pt", model, config, 0.4, half=True)
+    payload = read_model_file(tmp_path / "m.pt")
+    rebuilt, same = network_from_payload(payload)
+    assert same == config
+    changed_model, changed = network_from_payload(
+        payload, ["model.repulsion=tnrl", "model.repulsion_weight=5.0"]
+    )
+    assert (changed.model.repulsion, changed.model.repulsion_weight) == ("tnrl", 5.0)
+    assert changed.model.repulsion != config.model.repulsion
+    for net in (rebuilt, changed_model):
+        for key, value in model.state_dict().items():
+            assert net.state_dict()[key].dtype == value.dtype
+            assert torch.equal(
+                net.state_dict()[key], value.half().to(value.dtype) if value.is_floating_point() else value
+            )

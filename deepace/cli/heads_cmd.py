@@ -43,7 +43,6 @@ def train_heads_command(
     proposals frozen (computed once and cached, ~8x the iterations per CPU-second of `deepace train`);
     then refit its overlap rescorer on the new heads' candidates and, with --calibrate-on, its counting
     thresholds."""
-    from deepace.config import Config, with_overrides
     from deepace.data.coco import read_coco
     from deepace.head_finetune import (
         HeadSchedule,
@@ -52,8 +51,7 @@ def train_heads_command(
         train_heads,
         training_pool,
     )
-    from deepace.inference import Detector, float_weights, read_model_file, save_model
-    from deepace.models.detector import build_detector
+    from deepace.inference import Detector, network_from_payload, read_model_file, save_model
     from deepace.models.rescorer import ACCEPT_PROBABILITY
     from deepace.rescoring import fit_any_rescorer
 
@@ -71,9 +69,7 @@ def train_heads_command(
     }
     claim_work_dir(work_dir, settings)
     payload = read_model_file(base)
-    config = with_overrides(Config.from_dict(payload["config"]), overrides)
-    model = build_detector(config.model, load_backbone_weights=False)
-    model.load_state_dict(float_weights(payload))  # overrides may change losses, not the weights' shapes
+    model, config = network_from_payload(payload, overrides)
     runner = Detector(model, config).optimised_copy().model  # backbone and RPN as `deepace count` runs them
     sources = {path: read_coco(path) for path in dict.fromkeys(train)}
     folder = work_dir / "features"
