@@ -41,7 +41,6 @@ def train_command(args: argparse.Namespace) -> None:
     )
     train_heads(
         model,
-        config,
         args.cache,
         training_pool(index, repeats),
         schedule,

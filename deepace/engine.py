@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -54,9 +54,16 @@ def init_distributed() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size())
 
 
-def lr_factor(iteration: int, config: Config) -> float:
-    """Step decay ÷10 at each fraction of train.lr_steps (§3.2), after an optional linear warm-up."""
-    t = config.train
+class StepSchedule(Protocol):
+    """What the learning-rate schedule reads: TrainConfig, or head_finetune.HeadSchedule."""
+
+    iterations: int
+    lr_steps: tuple[float, ...]
+    warmup_iterations: int
+
+
+def lr_factor(iteration: int, t: StepSchedule) -> float:
+    """Step decay ÷10 at each fraction of `t.lr_steps` (§3.2), after an optional linear warm-up."""
     factor = 0.1 ** sum(iteration >= int(s * t.iterations) for s in t.lr_steps)
     if t.warmup_iterations and iteration < t.warmup_iterations:
         factor *= 0.001 + (1 - 0.001) * iteration / t.warmup_iterations
@@ -177,7 +184,7 @@ def train(
     net: torch.nn.Module = model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config.train))
     start, best_key, history = 0, None, []
     if resuming:
         state = torch.load(last_path, map_location="cpu", weights_only=False)

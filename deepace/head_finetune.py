@@ -19,7 +19,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +144,6 @@ class HeadSchedule:
 
 def train_heads(
     model: torch.nn.Module,
-    config: Config,  # the model's; not changed
     folder: Path,
     pool: list[list[str]],
     schedule: HeadSchedule,
@@ -158,19 +157,11 @@ def train_heads(
     `resume`, a checkpoint there is continued. The image order depends only on the seed and iteration."""
     if not pool:
         raise ValueError("no cached images to train on")
-    timing = replace(
-        config.train,
-        iterations=schedule.iterations,
-        lr=schedule.lr,
-        warmup_iterations=schedule.warmup_iterations,
-        lr_steps=schedule.lr_steps,
-    )
-    decay = replace(config, train=timing)
     model.eval()
     model.roi_heads.train()
     params = trainable_heads(model)
     optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=0.9, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, schedule))
     work_dir.mkdir(parents=True, exist_ok=True)
     last = work_dir / "last.pt"
     start = 0

@@ -55,7 +55,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> No
 def test_learning_rate_schedule_steps_at_40_and_80_percent() -> None:
     config = tiny_config(iterations=100)
     config = replace(config, train=replace(config.train, warmup_iterations=0))
-    assert [lr_factor(i, config) for i in (0, 39, 40, 79, 80, 99)] == [1, 1, 0.1, 0.1, 0.1**2, 0.1**2]
+    assert [lr_factor(i, config.train) for i in (0, 39, 40, 79, 80, 99)] == [1, 1, 0.1, 0.1, 0.1**2, 0.1**2]
 
 
 def test_sampling_is_deterministic_and_splits_across_processes() -> None:

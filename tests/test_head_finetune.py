@@ -101,8 +101,8 @@ SCHEDULE = HeadSchedule(iterations=4, lr=0.02, warmup_iterations=1, checkpoint_e
 
 def heads_trained(cached, work: Path, on_log=None) -> torch.nn.Module:  # noqa: ANN001
     folder, index, _, _ = cached
-    model, config = tiny_cascade()
-    train_heads(model, config, folder, training_pool(index), SCHEDULE, work, on_log=on_log, progress=False)
+    model, _ = tiny_cascade()
+    train_heads(model, folder, training_pool(index), SCHEDULE, work, on_log=on_log, progress=False)
     return model
 
 

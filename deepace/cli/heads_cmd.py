@@ -77,7 +77,7 @@ def train_heads_command(
     del runner
     pool = training_pool(index, {str(path): n for path, n in Counter(train).items()})
     schedule = HeadSchedule(iterations=iterations, lr=lr, warmup_iterations=warmup, seed=seed)
-    train_heads(model, config, folder, pool, schedule, work_dir)
+    train_heads(model, folder, pool, schedule, work_dir)
     meta: dict = {"base_model": str(base), "base_meta": payload.get("meta", {}), "train_heads": settings}
     threshold = float(payload.get("score_threshold", config.score_threshold))
     if config.model.rescorer:
