@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One head-only experiment against the shipped recipe, end to end: the shipped model's training recipe
+# (session 19: the session-13 network's head stages fine-tuned alone on cached features, 10,000 iterations,
+# TNRL at alpha 5 on every stage, seed 18, M-FISH cells three times per epoch) plus the given overrides; then
+# the rescorer refitted on its candidates, both validation splits, per-case simulation, error kinds, box
+# drift and five rescorer fits. Compare with BENCHMARKS.md "Session 19". Resumable: rerun the same command.
+#
+#   bash benchmarks/head_variant.sh NAME [--set model.KEY=VALUE]...
+#   e.g. bash benchmarks/head_variant.sh a10 --set model.repulsion_weight=10.0
+#
+# Environment: DATA (the splits, MODEL_CARD.md "Training"; default ~/deepace-runs/data), RUNS (default
+# ~/deepace-runs), CACHE (the feature cache, default $RUNS/s18/feature_cache: about 12 GB, 21 minutes on
+# 2 cores, shared by every variant), ITERATIONS (default 10000), SEEDS (rescorer fits, default 5). Outputs go
+# to $RUNS/variants/NAME/. A smoke test: small DATA splits, another RUNS, ITERATIONS=20 SEEDS=1 CELLS=2
+# (cells per simulated case, default 20).
+set -euo pipefail
+NAME=${1:?usage: head_variant.sh NAME [--set model.KEY=VALUE]...}
+shift
+cd "$(dirname "$0")/.."
+DATA=${DATA:-$HOME/deepace-runs/data}
+RUNS=${RUNS:-$HOME/deepace-runs}
+ITERATIONS=${ITERATIONS:-10000}
+SEEDS=${SEEDS:-5}
+M=$DATA/mfish/train.json
+T=$DATA/taichung/train.json
+CACHE=${CACHE:-$RUNS/s18/feature_cache}
+BASE=$RUNS/s18/shipped_s13.pt
+OUT=$RUNS/variants/$NAME
+mkdir -p "$OUT"
+log() { echo "== $* ($(date -u +%H:%M:%S))"; }
+quiet() { tr '\r' '\n' | grep -v -E "(it|img|view)/s\]$" || true; }
+
+for f in "$T" "$M" "$DATA/taichung/val.json" "$DATA/mfish/val.json"; do
+  [ -f "$f" ] || { echo "missing $f: build the splits first (MODEL_CARD.md, \"Training\")" >&2; exit 1; }
+done
+if [ ! -f "$BASE" ]; then  # the session-13 model every head-only run starts from
+  mkdir -p "$(dirname "$BASE")"
+  git show e42abc4:deepace/weights/deepace.pt > "$BASE.tmp" && mv "$BASE.tmp" "$BASE"
+fi
+if [ ! -f "$CACHE/DONE" ]; then
+  log cache
+  python -u benchmarks/head_finetune.py cache --weights "$BASE" --train "$T" --train "$M" --views 2 \
+    --out "$CACHE" 2>&1 | quiet
+  touch "$CACHE/DONE"
+fi
+if [ ! -f "$OUT/heads/model.pt" ]; then
+  log train
+  python -u benchmarks/head_finetune.py train --weights "$BASE" --cache "$CACHE" --iterations "$ITERATIONS" \
+    --lr 0.001 --warmup 100 --seed 18 --repeat "$M=3" --set model.repulsion=tnrl \
+    --set model.repulsion_weight=5.0 --set model.repulsion_all_stages=true "$@" --resume --out "$OUT/heads" \
+    >> "$OUT/train.log"
+fi
+if [ ! -f "$OUT/candidates.pt" ]; then
+  log candidates
+  python -u benchmarks/head_finetune.py candidates --weights "$OUT/heads/model.pt" --cache "$CACHE" \
+    --out "$OUT/candidates.tmp.pt" 2>&1 | quiet | tail -2
+  mv "$OUT/candidates.tmp.pt" "$OUT/candidates.pt"
+fi
+if [ ! -f "$OUT/rescored.pt" ]; then
+  log rescorer
+  deepace train-rescorer "$OUT/heads/model.pt" --train "$T" --train "$M" --set model.rpn_post_nms_top_n_test=400 \
+    --cache "$OUT/candidates.pt" --calibrate-on "$DATA/taichung/val.json" --calibrate-on "$DATA/mfish/val.json" \
+    --out "$OUT/rescored.pt" 2>&1 | quiet | tail -20
+fi
+log evaluate
+DATA=$DATA bash benchmarks/evaluate_splits.sh "$OUT/rescored.pt" "$OUT/eval" 2>&1 | quiet
+G=$DATA/taichung/val.json
+P=$OUT/eval/taichung.pred.json
+log case level
+for s in 0 1 -1; do
+  echo "== shift $s"
+  python benchmarks/case_level.py --gt "$G" --pred "$P" --shift "$s" --cells "${CELLS:-20}"
+done > "$OUT/case_level.txt"
+python benchmarks/error_analysis.py --gt "$G" --pred "$P" > "$OUT/error_analysis.txt"
+log box drift
+python benchmarks/box_drift.py --coco "$G" --weights "$OUT/heads/model.pt" 2>&1 | quiet > "$OUT/box_drift.txt"
+log rescorer fits
+python -u benchmarks/rescorer_variants.py --weights "$OUT/rescored.pt" --train-cache "$OUT/candidates.pt" \
+  --val "$G" --val "$DATA/mfish/val.json" --set model.rpn_post_nms_top_n_test=400 --seeds "$SEEDS" 2>&1 \
+  | quiet > "$OUT/rescorer_fits.txt"
+log done
