@@ -60,7 +60,8 @@ if [ ! -f "$OUT/rescored.pt" ]; then
   log rescorer
   deepace train-rescorer "$OUT/heads/model.pt" --train "$T" --train "$M" --set model.rpn_post_nms_top_n_test=400 \
     --cache "$OUT/candidates.pt" --calibrate-on "$DATA/taichung/val.json" --calibrate-on "$DATA/mfish/val.json" \
-    --out "$OUT/rescored.pt" 2>&1 | quiet | tail -20
+    --out "$OUT/rescored.pt" 2>&1 | quiet > "$OUT/rescorer.log"
+  tail -4 "$OUT/rescorer.log"
 fi
 log evaluate
 DATA=$DATA bash benchmarks/evaluate_splits.sh "$OUT/rescored.pt" "$OUT/eval" 2>&1 | quiet
