@@ -22,11 +22,16 @@ from deepace.inference import Detector
 STAGES = ("proposals", "head boxes", "candidates", "kept", "counted")
 
 
+def nearest_iou(gt: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Per ground-truth box, the IoU of the box that overlaps it most (0 when there are none)."""
+    if len(boxes) == 0 or len(gt) == 0:
+        return torch.zeros(len(gt))
+    return box_iou(gt, boxes).max(dim=1).values
+
+
 def covered(gt: torch.Tensor, boxes: torch.Tensor, iou: float = 0.5) -> torch.Tensor:
     """Per ground-truth box, whether some box overlaps it at more than `iou`."""
-    if len(boxes) == 0 or len(gt) == 0:
-        return torch.zeros(len(gt), dtype=torch.bool)
-    return box_iou(gt, boxes).max(dim=1).values > iou
+    return nearest_iou(gt, boxes) > iou
 
 
 def record_outputs(heads: torch.nn.Module, name: str, seen: dict[str, torch.Tensor], boxes_of) -> None:  # noqa: ANN001

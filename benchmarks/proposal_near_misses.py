@@ -13,16 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from torchvision.ops import box_iou
+
+from candidate_recall import nearest_iou  # isort: skip  (benchmarks/ is on the path when a script in it runs)
 
 BINS = (0.4, 0.3, 0.0)
-
-
-def nearest_proposal_iou(truth: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
-    """Per ground-truth box, the IoU of the proposal that overlaps it most (0 when there are none)."""
-    if len(truth) == 0 or len(proposals) == 0:
-        return torch.zeros(len(truth))
-    return box_iou(truth, proposals).max(dim=1).values
 
 
 def main() -> None:
@@ -37,7 +31,7 @@ def main() -> None:
     for item in index:
         # mmap: the features (most of each file) are never read
         entry = torch.load(args.cache / item["file"], mmap=True, weights_only=False)
-        best = nearest_proposal_iou(entry["boxes"].float(), entry["proposals"].float())
+        best = nearest_iou(entry["boxes"].float(), entry["proposals"].float())
         total += len(best)
         for iou in best[best <= 0.5].tolist():
             bins[next(low for low in BINS if iou >= low)] += 1
