@@ -10,9 +10,10 @@
 #
 # Environment: DATA (the splits, MODEL_CARD.md "Training"; default ~/deepace-runs/data), RUNS (default
 # ~/deepace-runs), CACHE (the feature cache, default $RUNS/s18/feature_cache: about 12 GB, 21 minutes on
-# 2 cores, shared by every variant), ITERATIONS (default 10000), SEEDS (rescorer fits, default 5). Outputs go
-# to $RUNS/variants/NAME/. A smoke test: small DATA splits, another RUNS, ITERATIONS=20 SEEDS=1 CELLS=2
-# (cells per simulated case, default 20).
+# 2 cores, shared by every variant), ITERATIONS (default 10000), TRAIN_SEED (default 18, the shipped run's;
+# the heads start from the base model's weights, so it sets the data order and RoI sampling), SEEDS
+# (rescorer fits, default 5). Outputs go to $RUNS/variants/NAME/. A smoke test: small DATA splits, another
+# RUNS, ITERATIONS=20 SEEDS=1 CELLS=2 (cells per simulated case, default 20).
 set -euo pipefail
 NAME=${1:?usage: head_variant.sh NAME [--set model.KEY=VALUE]...}
 shift
@@ -46,7 +47,7 @@ fi
 if [ ! -f "$OUT/heads/model.pt" ]; then
   log train
   python -u benchmarks/head_finetune.py train --weights "$BASE" --cache "$CACHE" --iterations "$ITERATIONS" \
-    --lr 0.001 --warmup 100 --seed 18 --repeat "$M=3" --set model.repulsion=tnrl \
+    --lr 0.001 --warmup 100 --seed "${TRAIN_SEED:-18}" --repeat "$M=3" --set model.repulsion=tnrl \
     --set model.repulsion_weight=5.0 --set model.repulsion_all_stages=true "$@" --resume --out "$OUT/heads" \
     >> "$OUT/train.log"
 fi
