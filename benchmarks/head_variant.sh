@@ -64,8 +64,10 @@ if [ ! -f "$OUT/rescored.pt" ]; then
     --out "$OUT/rescored.pt" 2>&1 | quiet > "$OUT/rescorer.log"
   tail -4 "$OUT/rescorer.log"
 fi
-log evaluate
-DATA=$DATA bash benchmarks/evaluate_splits.sh "$OUT/rescored.pt" "$OUT/eval" 2>&1 | quiet
+if [ ! -s "$OUT/eval/mfish.json" ]; then  # evaluate_splits.sh writes it last
+  log evaluate
+  DATA=$DATA bash benchmarks/evaluate_splits.sh "$OUT/rescored.pt" "$OUT/eval" 2>&1 | quiet
+fi
 G=$DATA/taichung/val.json
 P=$OUT/eval/taichung.pred.json
 log case level
