@@ -127,6 +127,34 @@ def test_reading_order_rows_then_columns() -> None:
 # ------------------------------------------------------------------ the report
 
 
+def test_histogram_svg_bars_mode_and_expected_marker() -> None:
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(case_io.histogram_svg([45, 46, 46, 46, 47, 47, 49], mode=46))
+    bars = {int(b.get("data-count")): b for b in svg.iter("rect") if b.get("class") == "bar"}
+    assert sorted(bars) == [45, 46, 47, 49]  # no bar where no cell has that count (48)
+    assert {n: int(b.get("data-cells")) for n, b in bars.items()} == {45: 1, 46: 3, 47: 2, 49: 1}
+    height = {n: float(b.get("height")) for n, b in bars.items()}
+    assert height[46] == pytest.approx(3 * height[45], rel=0.01)
+    assert height[47] == pytest.approx(2 * height[49], rel=0.01)
+    assert bars[46].get("fill") == "#0072ff" and {bars[n].get("fill") for n in (45, 47, 49)} == {"#ff8c00"}
+    # bars sit left to right in count order, 48's slot empty between 47 and 49
+    x = {n: float(b.get("x")) for n, b in bars.items()}
+    slot = x[46] - x[45]
+    assert x[47] - x[46] == pytest.approx(slot) and x[49] - x[47] == pytest.approx(2 * slot)
+    # the dashed line for the expected count runs through the middle of 46's slot
+    (marker,) = [line for line in svg.iter("line") if line.get("class") == "expected"]
+    centre_46 = x[46] + float(bars[46].get("width")) / 2
+    assert float(marker.get("x1")) == pytest.approx(centre_46, abs=0.1)
+
+    # the expected count is drawn even when no cell has it, and an empty case says so
+    far = ET.fromstring(case_io.histogram_svg([40, 41], mode=40))
+    labels = [t.text for t in far.iter("text")]
+    assert "46" in labels and "40" in labels and "47" in labels  # axis from 39 to 47
+    empty = ET.fromstring(case_io.histogram_svg([], mode=None))
+    assert not list(empty.iter("rect")) and "no cell counted" in [t.text for t in empty.iter("text")]
+
+
 def test_report_html_is_self_contained(
     case_and_results: tuple[Path, list[CellResult]], tmp_path: Path
 ) -> None:
@@ -139,9 +167,9 @@ def test_report_html_is_self_contained(
         assert f">{n}<" in page
     assert "Modal count" in page and "TOO_FEW_CELLS" in page and "EXTEND_COUNT" in page
     assert "broken.png" in page and "Not counted (1)" in page
-    # pictures are inlined: 4 thumbnails + the histogram, each decodable
+    # pictures are inlined: 4 thumbnails, each decodable, and the histogram as SVG
     uris = re.findall(r'src="data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(uris) == 5
+    assert len(uris) == 4 and page.count("<svg") == 1
     for uri in uris:
         Image.open(io.BytesIO(base64.b64decode(uri))).verify()
     # nothing is fetched from anywhere

@@ -523,37 +523,66 @@ def annotated_thumbnail(
     )
 
 
-def histogram_png(counts: Sequence[int], mode: int | None, expected: int = rules.NORMAL_COUNT) -> str:
-    """A bar chart of the counts as a PNG data URI: mode blue, other counts orange, 46 dashed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def histogram_svg(counts: Sequence[int], mode: int | None, expected: int = rules.NORMAL_COUNT) -> str:
+    """A bar chart of the counts as inline SVG markup: mode blue, other counts orange, `expected` dashed.
 
-    fig = Figure(figsize=(6.0, 2.6), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    Written by hand rather than with matplotlib: importing matplotlib took 1.7 s of a 20-cell case's
+    12-13 s (a profile in BENCHMARKS.md, "Session 22"), for eleven bars at most."""
+    width, height = 600, 260
+    left, right, top, bottom = 44, 12, 22, 42
+    plot_w, plot_h = width - left - right, height - top - bottom
     hist = rules.count_histogram(counts)
-    if hist:
+    parts = [
+        f'<svg class="histogram" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
+        ' font-family="sans-serif" font-size="11">',
+        "<title>Histogram of chromosome counts</title>",
+    ]
+    axis_y = top + plot_h
+    if not hist:
+        message = "no cell counted"
+        parts.append(f'<text x="{width / 2:g}" y="{height / 2:g}" text-anchor="middle">{message}</text>')
+    else:
         lo, hi = min(min(hist), expected) - 1, max(max(hist), expected) + 1
         xs = list(range(lo, hi + 1))
-        ys = [hist.get(x, 0) for x in xs]
-        colours = ["#0072ff" if x == mode else "#ff8c00" for x in xs]
-        ax.bar(xs, ys, color=colours, edgecolor="black", linewidth=0.5)
-        ax.set_xticks(xs)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.axvline(expected, color="black", linestyle="--", linewidth=1)
-        ax.text(expected, max(ys) * 1.02, f" {expected}", fontsize=8, va="bottom")
-        ax.set_ylim(0, max(ys) * 1.2 + 0.5)
-    else:
-        ax.text(0.5, 0.5, "no cell counted", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("chromosomes per cell")
-    ax.set_ylabel("cells")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        top_value = max(hist.values())
+        y_max = top_value * 1.2 + 0.5
+        slot = plot_w / len(xs)
+
+        def y_of(value: float) -> float:
+            return axis_y - plot_h * value / y_max
+
+        step = max(1, -(-top_value // 5))  # at most about five integer ticks
+        for tick in range(0, top_value + 1, step):
+            y = y_of(tick)
+            parts.append(
+                f'<line x1="{left}" x2="{left - 4}" y1="{y:.1f}" y2="{y:.1f}" stroke="black"/>'
+                f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>'
+            )
+        for i, x in enumerate(xs):
+            centre = left + slot * (i + 0.5)
+            value = hist.get(x, 0)
+            if value:
+                colour = "#0072ff" if x == mode else "#ff8c00"
+                parts.append(
+                    f'<rect class="bar" data-count="{x}" data-cells="{value}" x="{centre - slot * 0.4:.1f}"'
+                    f' y="{y_of(value):.1f}" width="{slot * 0.8:.1f}" height="{axis_y - y_of(value):.1f}"'
+                    f' fill="{colour}" stroke="black" stroke-width="0.5"/>'
+                )
+            parts.append(f'<text x="{centre:.1f}" y="{axis_y + 14}" text-anchor="middle">{x}</text>')
+        marker = left + slot * (expected - lo + 0.5)
+        parts.append(
+            f'<line class="expected" x1="{marker:.1f}" x2="{marker:.1f}" y1="{top}" y2="{axis_y}"'
+            ' stroke="black" stroke-dasharray="5,3"/>'
+            f'<text x="{marker + 3:.1f}" y="{top + 10}">{expected}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{axis_y}" stroke="black"/>'
+        f'<line x1="{left}" x2="{width - right}" y1="{axis_y}" y2="{axis_y}" stroke="black"/>'
+        f'<text x="{left + plot_w / 2:g}" y="{height - 6}" text-anchor="middle">chromosomes per cell</text>'
+        f'<text transform="translate(12 {top + plot_h / 2:g}) rotate(-90)" text-anchor="middle">cells</text>'
+        "</svg>"
+    )
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ html
@@ -570,6 +599,7 @@ h1{margin:0 0 4px;font-size:1.6rem} h2{font-size:1.2rem;margin:28px 0 10px}
 .summary{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start}
 .stats{display:grid;grid-template-columns:auto auto;gap:4px 16px;font-size:1rem}
 .stats b{font-size:1.3rem}
+.chart svg{max-width:100%;height:auto;background:#fff}
 .flags{list-style:none;padding:0;margin:0}
 .flags li{padding:8px 12px;margin:6px 0;border-radius:6px;border-left:6px solid}
 .flags li.flag-alert{background:#fdecec;border-color:#c62828}
@@ -623,7 +653,7 @@ def _low_text(c: CellSummary) -> str:
 
 
 def _render_html(
-    summary: CaseSummary, case_dir: Path, thumbs: dict[str, str], hist_uri: str, band: str
+    summary: CaseSummary, case_dir: Path, thumbs: dict[str, str], histogram: str, band: str
 ) -> str:
     s = summary.to_dict()
     counted = [c for c in summary.cells if c.count is not None]
@@ -687,7 +717,7 @@ expected normal count {summary.expected}</div>
 <span>Corrected</span><b>{s["n_corrected"]}</b>
 <span>Not counted</span><b>{len(summary.unreadable)}</b>
 </div>
-<img alt="Histogram of chromosome counts" src="{hist_uri}" style="max-width:100%">
+<div class="chart">{histogram}</div>
 </section>
 <h2>Flags</h2>
 <ul class="flags">{flags or '<li class="flag-info">No flags.</li>'}</ul>
@@ -744,7 +774,7 @@ def build_case_report(
     bands = {tuple(r.low_confidence_band) for r in results}
     band = ", ".join(f"{lo:g}–{hi:g}" for lo, hi in sorted(bands)) or "—"
     page = _render_html(
-        summary, case_dir, thumbs, histogram_png(summary.counts, summary.modal_count, expected), band
+        summary, case_dir, thumbs, histogram_svg(summary.counts, summary.modal_count, expected), band
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
