@@ -526,8 +526,8 @@ def annotated_thumbnail(
 def histogram_svg(counts: Sequence[int], mode: int | None, expected: int = rules.NORMAL_COUNT) -> str:
     """A bar chart of the counts as inline SVG markup: mode blue, other counts orange, `expected` dashed.
 
-    Written by hand rather than with matplotlib: importing matplotlib took 1.7 s of a 20-cell case's
-    12-13 s (a profile in BENCHMARKS.md, "Session 22"), for eleven bars at most."""
+    Written by hand rather than with matplotlib: a process's first matplotlib histogram, import included,
+    took about 1.1 s of a 20-cell case (BENCHMARKS.md, "Speed", session 22); this takes under a ms."""
     width, height = 600, 260
     left, right, top, bottom = 44, 12, 22, 42
     plot_w, plot_h = width - left - right, height - top - bottom
