@@ -6,7 +6,8 @@ Prints the case's wall time, the seconds inside each step (counting, the magnifi
 report and its histogram, model.json) and the functions with the most cumulative time. cProfile adds its
 own overhead (most to the many small torch calls of the counting), so read the shares, and take
 seconds from `benchmarks/speed.py`. Imports done inside the steps (SciPy and scikit-image for the
-magnification check) count towards them, as in a fresh `deepace case` process.
+magnification check) count towards them, as in a fresh `deepace case` process. Inside the counting,
+`inference_profile.py` breaks a spread down by part of the model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from speed import spread_arguments  # benchmarks/ is on the path when a script in it runs
 
 from deepace.cli.case_cmds import count_case
 from deepace.data.coco import read_coco
@@ -48,10 +50,7 @@ def step_seconds(stats: pstats.Stats, suffix: str, name: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--coco", type=Path, required=True)
-    parser.add_argument("--n", type=int, default=20)
-    parser.add_argument("--weights", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    spread_arguments(parser, n=20)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
