@@ -137,6 +137,10 @@ def test_histogram_svg_bars_mode_and_expected_marker() -> None:
     height = {n: float(b.get("height")) for n, b in bars.items()}
     assert height[46] == pytest.approx(3 * height[45], rel=0.01)
     assert height[47] == pytest.approx(2 * height[49], rel=0.01)
+    # the picture's title reads out the same numbers (screen readers, hover)
+    assert svg.find("title").text.endswith(
+        "45 chromosomes: 1 cell; 46 chromosomes: 3 cells; 47 chromosomes: 2 cells; 49 chromosomes: 1 cell"
+    )
     assert bars[46].get("fill") == "#0072ff" and {bars[n].get("fill") for n in (45, 47, 49)} == {"#ff8c00"}
     # bars sit left to right in count order, 48's slot empty between 47 and 49
     x = {n: float(b.get("x")) for n, b in bars.items()}

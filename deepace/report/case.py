@@ -535,7 +535,9 @@ def histogram_svg(counts: Sequence[int], mode: int | None, expected: int = rules
     parts = [
         f'<svg class="histogram" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
         ' font-family="sans-serif" font-size="11">',
-        "<title>Histogram of chromosome counts</title>",
+        "<title>Histogram of chromosome counts"
+        + "".join(f"; {n} chromosomes: {cells} cell{'s' if cells > 1 else ''}" for n, cells in hist.items())
+        + "</title>",
     ]
     axis_y = top + plot_h
     if not hist:
