@@ -7,6 +7,7 @@ own images), split in steps so that one feature cache of the 1,899 training cell
     python benchmarks/head_finetune.py train --weights W --cache DIR --iterations N --out HEADS_DIR \
         [--repeat M.json=3] [--lr 0.001] [--set model.repulsion_all_stages=true] [--resume]
     python benchmarks/head_finetune.py candidates --weights HEADS_DIR/model.pt --cache DIR --out C.pt
+    python benchmarks/head_finetune.py soup --weights A/model.pt --weights B/model.pt --out SOUP/model.pt
     deepace train-rescorer HEADS_DIR/model.pt --train T.json --train M.json --cache C.pt \
         --set model.rpn_post_nms_top_n_test=400 --calibrate-on … --out RESCORED.pt
 """
@@ -20,8 +21,15 @@ from pathlib import Path
 import torch
 
 from deepace.data.coco import read_coco
-from deepace.head_finetune import HeadSchedule, cache_views, cached_candidates, train_heads, training_pool
-from deepace.inference import Detector, network_from_payload, read_model_file, save_model
+from deepace.head_finetune import (
+    HeadSchedule,
+    average_heads,
+    cache_views,
+    cached_candidates,
+    train_heads,
+    training_pool,
+)
+from deepace.inference import Detector, float_weights, network_from_payload, read_model_file, save_model
 
 
 def cache_command(args: argparse.Namespace) -> None:
@@ -69,6 +77,18 @@ def candidates_command(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(samples)} images")
 
 
+def soup_command(args: argparse.Namespace) -> None:
+    """One model whose head stages are the mean of those of several head fine-tunes of one base
+    (deepace.head_finetune.average_heads); config and threshold from the first, its rescorer to refit."""
+    payloads = [read_model_file(path) for path in args.weights]
+    states = [float_weights(payload) for payload in payloads]
+    model, config = network_from_payload(payloads[0])
+    model.load_state_dict(average_heads(states))
+    meta = {"head_soup": [str(path) for path in args.weights]}
+    save_model(args.out, model.eval(), config, float(payloads[0].get("score_threshold", 0.5)), meta)
+    print(f"wrote {args.out}: the head stages of {len(states)} models averaged")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,8 +113,17 @@ def main() -> None:
     candidates.add_argument("--cache", type=Path, required=True)
     candidates.add_argument("--set", action="append", default=["model.rpn_post_nms_top_n_test=400"])
     candidates.add_argument("--out", type=Path, required=True)
+    soup = sub.add_parser("soup")
+    soup.add_argument("--weights", type=Path, action="append", required=True)
+    soup.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    {"cache": cache_command, "train": train_command, "candidates": candidates_command}[args.command](args)
+    commands = {
+        "cache": cache_command,
+        "train": train_command,
+        "candidates": candidates_command,
+        "soup": soup_command,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def trainable_heads(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     rescorer (which is refitted on the trained heads' candidates afterwards) stay frozen."""
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("roi_heads.") and not name.startswith("roi_heads.rescorer."))
+        p.requires_grad_(is_head_weight(name))
         if p.requires_grad:
             params.append(p)
     return params
@@ -244,3 +244,35 @@ def cached_candidates(
         candidates = in_image_pixels(found, *entry["to_image"])
         samples.append(LabelledCandidates(candidates, match_labels(candidates.boxes, entry["truth"])))
     return samples
+
+
+def is_head_weight(name: str) -> bool:
+    """A head stage's weight: what `train_heads` trains (not the backbone, the RPN or the rescorer)."""
+    return name.startswith("roi_heads.") and not name.startswith("roi_heads.rescorer.")
+
+
+def average_heads(states: list[dict[str, torch.Tensor]], tolerance: float = 1e-2) -> dict[str, torch.Tensor]:
+    """The first state dict with its head stages' weights replaced by their mean over `states`: a "model
+    soup" (Wortsman et al. 2022, uniform soup) of head fine-tunes of one base model, which costs nothing at
+    inference. The backbone's and the RPN's weights must agree across `states` up to `tolerance` (absolute;
+    the shipped file is float16): heads trained on different features cannot be averaged. The rescorer is
+    the first model's, to be refitted on the averaged heads' candidates."""
+    if not states:
+        raise ValueError("no models to average")
+    first = states[0]
+    for other in states[1:]:
+        if other.keys() != first.keys():
+            raise ValueError("the models have different layers")
+        for name, value in first.items():
+            if name.startswith("roi_heads.") or not value.is_floating_point():
+                continue
+            if (
+                value.shape != other[name].shape
+                or (value.float() - other[name].float()).abs().max() > tolerance
+            ):
+                raise ValueError(f"{name} differs: not head fine-tunes of one base model")
+    averaged = dict(first)
+    for name, value in first.items():
+        if is_head_weight(name) and value.is_floating_point():
+            averaged[name] = torch.stack([s[name].float() for s in states]).mean(0)
+    return averaged

@@ -12,6 +12,7 @@ import torch
 from deepace.config import Config
 from deepace.head_finetune import (
     HeadSchedule,
+    average_heads,
     cache_views,
     cached_candidates,
     train_heads,
@@ -181,3 +182,28 @@ def test_a_model_file_rebuilds_with_loss_overrides_and_its_own_weights(tmp_path:
             assert torch.equal(
                 net.state_dict()[key], value.half().to(value.dtype) if value.is_floating_point() else value
             )
+
+
+def test_average_heads_averages_only_the_head_stages_of_one_base() -> None:
+    model, _ = tiny_cascade()
+    base = model.state_dict()
+    shifted = {
+        k: v + 2.0 if k.startswith("roi_heads.") and v.is_floating_point() else v for k, v in base.items()
+    }
+    soup = average_heads([base, shifted])
+    heads = [k for k in base if k.startswith("roi_heads.box") and base[k].is_floating_point()]
+    rescorer = [k for k in base if k.startswith("roi_heads.rescorer.") and base[k].is_floating_point()]
+    assert heads and rescorer
+    for k in heads:
+        assert torch.allclose(soup[k], base[k] + 1.0)
+    for k in rescorer:  # refitted after the soup; kept from the first model
+        assert torch.equal(soup[k], base[k])
+    backbone = next(k for k in base if k.startswith("backbone.") and base[k].is_floating_point())
+    assert soup[backbone] is base[backbone]
+    rounded = {k: v.half().float() if v.is_floating_point() else v for k, v in base.items()}
+    assert torch.allclose(average_heads([rounded, base])[heads[0]], base[heads[0]], atol=1e-3)
+    other_base = dict(base) | {backbone: base[backbone] + 0.5}
+    with pytest.raises(ValueError, match="base model"):
+        average_heads([base, other_base])
+    with pytest.raises(ValueError, match="no models"):
+        average_heads([])
