@@ -324,7 +324,7 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
     assert case_io.model_json_path(case).is_file()
     assert "broken.png" in res.output and "Report:" in res.output
-    assert "modal count 46 (tied with 47) over 2 cells" in " ".join(res.output.split())
+    assert "count 46 (median, tied with 47) over 2 cells" in " ".join(res.output.split())
 
     res = CliRunner().invoke(app, ["case", str(case), "--stain", "purple"])
     assert res.exit_code != 0
@@ -352,18 +352,43 @@ def test_count_alerts_are_provisional_until_every_cell_is_reviewed() -> None:
     assert "reviewed" not in alert.message  # the same finding, now from checked counts
 
 
-def test_a_tied_modal_count_says_what_it_is_tied_with(tmp_path: Path) -> None:
-    """Two counts equally frequent: the report gives the one nearest 46 as the mode, and says which count it
-    is tied with, in report.json and on the HTML page."""
-    case = make_case(tmp_path, [46, 47, 47, 46, 45])
-    counter = FakeCounter({f"cell{k:02d}.png": n for k, n in enumerate([46, 47, 47, 46, 45], start=1)})
+def test_a_tied_case_count_says_what_it_is_tied_with(tmp_path: Path) -> None:
+    """Automatic counts whose two middle counts are equally frequent: the report gives the one nearest 46 as
+    the case's count, and says which count it is tied with, in report.json and on the HTML page."""
+    case = make_case(tmp_path, [46, 47, 47, 46])
+    counter = FakeCounter({f"cell{k:02d}.png": n for k, n in enumerate([46, 47, 47, 46], start=1)})
     paths = case_io.build_case_report(case, count_all(case, counter), None)
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
-    assert data["modal_count"] == 46 and data["tied_with"] == [47]
-    assert "<span>Modal count</span><b>46 (tied with 47)</b>" in paths["html"].read_text(encoding="utf-8")
+    assert data["case_count"] == 46 and data["count_basis"] == "median" and data["tied_with"] == [47]
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "<span>Case count</span><b>46 (median, tied with 47)</b>" in html
 
     counter.counts["cell02.png"] = 46
     paths = case_io.build_case_report(case, count_all(case, counter), tmp_path / "clear")
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
-    assert data["modal_count"] == 46 and data["tied_with"] == []
+    assert data["case_count"] == 46 and data["tied_with"] == []
     assert "tied with" not in paths["html"].read_text(encoding="utf-8")
+
+
+def test_automatic_counts_are_read_by_their_median_reviewed_ones_by_their_mode() -> None:
+    """45 is the most frequent of these counts but 46 the middle one: unreviewed (one miscounted cell moves
+    a mode), the case reads 46 with no abnormal-count alert; once every cell is reviewed, its modal count
+    45 is the finding (ISCN's modal number)."""
+    counts = [45, 45, 45, 46, 46, 47, 47]
+    results = {
+        f"c{k}.png": CellResult(
+            image=Path(f"c{k}.png"), boxes=np.zeros((n, 4), np.float32), scores=np.full(n, 0.9, np.float32)
+        )
+        for k, n in enumerate(counts)
+    }
+    automatic = case_io.summarize_case("case", results, {})
+    assert (automatic.case_count, automatic.basis) == (46, "median")
+    assert "ABNORMAL_MODE" not in {f.code for f in automatic.flags}
+    assert [c.off_mode for c in automatic.cells] == [n != 46 for n in counts]
+    assert automatic.to_dict()["modal_count"] == 45 and automatic.to_dict()["median_count"] == 46
+
+    reviews = {name: case_io.CellReview.from_model(r, reviewed=True) for name, r in results.items()}
+    reviewed = case_io.summarize_case("case", results, reviews)
+    assert (reviewed.case_count, reviewed.basis) == (45, "mode")
+    alert = next(f for f in reviewed.flags if f.code == "ABNORMAL_MODE")
+    assert alert.message.startswith("Modal count is 45")

@@ -5,14 +5,18 @@ from __future__ import annotations
 from deepace.report.rules import (
     COUNT_ALERTS,
     Flag,
+    case_count,
     cells_off_mode,
     count_histogram,
     evaluate_counts,
+    median_count,
+    middle_counts,
     modal_count,
     provisional,
     review_flags,
     sort_flags,
     tied_counts,
+    tied_median_counts,
 )
 
 
@@ -27,6 +31,42 @@ def test_modal_count_plain_and_ties() -> None:
     assert modal_count([44, 44, 46, 46]) == 46  # a tie goes to the count nearest 46
     assert modal_count([45, 45, 47, 47]) == 45  # equally near: the smaller
     assert modal_count([]) is None
+
+
+def test_median_count_plain_and_ties() -> None:
+    assert middle_counts([47, 45, 46]) == [46]
+    assert middle_counts([45, 47, 46, 46]) == [46]  # the two middle counts agree
+    assert middle_counts([48, 45, 47, 46]) == [46, 47]
+    assert middle_counts([]) == []
+    # one miscounted cell moves the mode of these five counts (45) but not their median (46)
+    assert modal_count([45, 45, 46, 47, 46]) == 46 and modal_count([45, 45, 44, 47, 46]) == 45
+    assert median_count([45, 45, 46, 47, 46]) == 46 and median_count([45, 45, 46, 47, 48]) == 46
+    # two different middle counts: the more frequent one, then the one nearest 46, then the smaller
+    assert median_count([45, 46, 47, 47]) == 47 and tied_median_counts([45, 46, 47, 47]) == [47]
+    assert median_count([44, 45, 47, 48]) == 45 and tied_median_counts([44, 45, 47, 48]) == [45, 47]
+    assert median_count([46, 46, 47, 47]) == 46 and median_count([47, 47, 48, 48]) == 47
+    assert median_count([]) is None
+
+
+def test_case_count_by_basis() -> None:
+    counts = [45, 45, 45, 46, 46, 47, 47]
+    assert case_count(counts) == 45 and case_count(counts, basis="median") == 46
+    try:
+        case_count(counts, basis="mean")
+    except ValueError as e:
+        assert "mean" in str(e)
+    else:
+        raise AssertionError("an unknown basis must be refused")
+
+
+def test_rules_read_by_the_median_name_it_and_compare_with_it() -> None:
+    flags = evaluate_counts([44, 45, 45, 46, 46], basis="median")  # median 45, mode 45 and 46 tied
+    assert "TIED_MODE" not in codes(flags)
+    abnormal = next(f for f in flags if f.code == "ABNORMAL_MODE")
+    assert abnormal.message.startswith("Median count is 45, not 46")
+    tie = next(f for f in evaluate_counts([45, 45, 47, 47], basis="median") if f.code == "TIED_MODE")
+    assert "No single median count: 45 and 47" in tie.message and "45 is shown" in tie.message
+    assert "TIED_MODE" in codes(evaluate_counts([44, 45, 45, 46, 46]))  # by the mode: a tie
 
 
 def test_cells_off_mode_and_histogram() -> None:

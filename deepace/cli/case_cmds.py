@@ -69,8 +69,8 @@ def _print_summary(case_dir: Path, paths: dict[str, Path]) -> None:
 
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     out = Console()
-    mode = case_io.modal_count_text(data["modal_count"], data["tied_with"])
-    table = Table(title=f"{case_dir.name}: modal count {mode} over {data['n_cells']} cells")
+    count = case_io.case_count_text(data["case_count"], data["tied_with"], data["count_basis"])
+    table = Table(title=f"{case_dir.name}: count {count} over {data['n_cells']} cells")
     for col in ("image", "count", "low-conf.", "status"):
         table.add_column(col, justify="right" if col in ("count", "low-conf.") else "left")
     for c in data["cells"]:

@@ -395,8 +395,9 @@ class CaseSummary:
     name: str
     expected: int
     cells: list[CellSummary]
-    modal_count: int | None
+    case_count: int | None  # the count the rules read the case by, on `basis`
     flags: list[rules.Flag]
+    basis: str = "mode"  # "median" while some counts are automatic (rules.median_count says why)
 
     @property
     def counts(self) -> list[int]:
@@ -414,9 +415,12 @@ class CaseSummary:
             "n_cells": len(counts),
             "n_reviewed": sum(c.reviewed for c in self.cells if c.count is not None),
             "n_corrected": sum(c.corrected for c in self.cells),
-            "modal_count": self.modal_count,
-            # the other counts as frequent as the modal one (a tie is decided towards `expected`)
-            "tied_with": [c for c in rules.tied_counts(counts) if c != self.modal_count],
+            "case_count": self.case_count,
+            "count_basis": self.basis,
+            # the other counts the case count was chosen from (a tie is decided towards `expected`)
+            "tied_with": [c for c in rules.tied_case_counts(counts, self.basis) if c != self.case_count],
+            "modal_count": rules.modal_count(counts, self.expected),
+            "median_count": rules.median_count(counts, self.expected),
             "min_count": min(counts) if counts else None,
             "max_count": max(counts) if counts else None,
             "histogram": {str(k): v for k, v in rules.count_histogram(counts).items()},
@@ -446,11 +450,17 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
     return CellSummary(name, model_count, model_count, low, low_counted, low_uncounted, error=error)
 
 
-def modal_count_text(modal_count: int | None, tied_with: Sequence[int] = ()) -> str:
-    """'46', '46 (tied with 47)', or '—' when no cell was counted."""
-    if modal_count is None:
+COUNT_BASIS_NOTE = (
+    "The case is read by the median of its cells' counts while some are automatic (a miscounted cell moves "
+    "the mode of 20 counts more easily than their median), by the modal count once every cell is reviewed."
+)
+
+
+def case_count_text(case_count: int | None, tied_with: Sequence[int] = (), basis: str = "mode") -> str:
+    """'46 (median)', '46 (mode, tied with 47)', or '—' when no cell was counted."""
+    if case_count is None:
         return "—"
-    return f"{modal_count} (tied with {', '.join(map(str, tied_with))})" if tied_with else str(modal_count)
+    return f"{case_count} ({basis}{', tied with ' + ', '.join(map(str, tied_with)) if tied_with else ''})"
 
 
 def summarize_case(
@@ -460,16 +470,18 @@ def summarize_case(
     expected: int = rules.NORMAL_COUNT,
     magnification_advice: dict[str, float] | None = None,
 ) -> CaseSummary:
-    """Final counts (corrections first), the modal count, cells off the mode and all flags."""
+    """Final counts (corrections first), the case's count, the cells off it and all flags. The case is
+    read by its median count while some counts are automatic, by its modal count once all are reviewed."""
     cells = [_cell_summary(n, results[n], reviews.get(n)) for n in sorted(results)]
     counts = [c.count for c in cells if c.count is not None]
-    mode = rules.modal_count(counts, expected)
-    for c in cells:
-        c.off_mode = c.count is not None and mode is not None and c.count != mode
     counted = [c for c in cells if c.count is not None]
     n_reviewed = sum(c.reviewed for c in counted)
+    basis = "median" if n_reviewed < len(counted) else "mode"
+    mode = rules.case_count(counts, expected, basis)
+    for c in cells:
+        c.off_mode = c.count is not None and mode is not None and c.count != mode
     count_flags = rules.provisional(
-        rules.evaluate_counts(counts, expected), len(counted) - n_reviewed, len(counted)
+        rules.evaluate_counts(counts, expected, basis=basis), len(counted) - n_reviewed, len(counted)
     )
     flags = count_flags + rules.review_flags(
         n_cells=len(counted),
@@ -481,7 +493,7 @@ def summarize_case(
     flags += rules.repeated_pixel_flags(
         {n: r.pixel_repetition for n, r in results.items() if r is not None and r.pixel_repetition > 1}
     )
-    return CaseSummary(name, expected, cells, mode, rules.sort_flags(flags))
+    return CaseSummary(name, expected, cells, mode, rules.sort_flags(flags), basis)
 
 
 # ------------------------------------------------------------------------------------------ pictures
@@ -696,7 +708,7 @@ def _render_html(
     unreadable_html = (
         f"<h2>Not counted ({len(summary.unreadable)})</h2><ul>{unreadable}</ul>" if unreadable else ""
     )
-    mode = modal_count_text(summary.modal_count, s["tied_with"])
+    mode = case_count_text(summary.case_count, s["tied_with"], summary.basis)
     rng = "—" if s["min_count"] is None else f"{s['min_count']}–{s['max_count']}"
     off = sum(c.off_mode for c in summary.cells)
     return f"""<!DOCTYPE html>
@@ -712,15 +724,17 @@ expected normal count {summary.expected}</div>
 <section class="summary">
 <div class="stats">
 <span>Cells counted</span><b>{s["n_cells"]}</b>
-<span>Modal count</span><b>{mode}</b>
+<span>Case count</span><b>{mode}</b>
+<span>Modal count</span><b>{"—" if s["modal_count"] is None else s["modal_count"]}</b>
 <span>Range</span><b>{rng}</b>
-<span>Cells off the mode</span><b>{off}</b>
+<span>Cells off the case count</span><b>{off}</b>
 <span>Reviewed</span><b>{s["n_reviewed"]} / {s["n_cells"]}</b>
 <span>Corrected</span><b>{s["n_corrected"]}</b>
 <span>Not counted</span><b>{len(summary.unreadable)}</b>
 </div>
 <div class="chart">{histogram}</div>
 </section>
+<p class="muted">{_esc(COUNT_BASIS_NOTE)}</p>
 <h2>Flags</h2>
 <ul class="flags">{flags or '<li class="flag-info">No flags.</li>'}</ul>
 <h2>Cells</h2>
@@ -776,7 +790,7 @@ def build_case_report(
     bands = {tuple(r.low_confidence_band) for r in results}
     band = ", ".join(f"{lo:g}–{hi:g}" for lo, hi in sorted(bands)) or "—"
     page = _render_html(
-        summary, case_dir, thumbs, histogram_svg(summary.counts, summary.modal_count, expected), band
+        summary, case_dir, thumbs, histogram_svg(summary.counts, summary.case_count, expected), band
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)

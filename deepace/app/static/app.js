@@ -118,11 +118,13 @@ function showSummary(summary) {
   state.summary = summary;
   $("open-report").href = `${caseUrl()}/report`;
   const tied = summary.tied_with && summary.tied_with.length ? ` (tied with ${summary.tied_with.join(", ")})` : "";
-  const mode = summary.modal_count === null ? "—" : `${summary.modal_count}${tied}`;
-  const abnormalMode = summary.modal_count !== null && (summary.modal_count !== summary.expected || tied !== "");
+  const count = summary.case_count === null ? "—" : `${summary.case_count}${tied}`;
+  const abnormal = summary.case_count !== null && (summary.case_count !== summary.expected || tied !== "");
+  // the median while some counts are automatic, the mode once all are reviewed (rules.median_count)
+  const basis = summary.count_basis === "median" ? "Median count" : "Modal count";
   $("case-stats").innerHTML =
     `<span>Cells <b>${summary.n_cells}</b></span>` +
-    `<span>Modal count <b class="${abnormalMode ? "bad" : ""}">${mode}</b></span>` +
+    `<span>${basis} <b class="${abnormal ? "bad" : ""}">${count}</b></span>` +
     `<span>Reviewed <b>${summary.n_reviewed}/${summary.n_cells}</b></span>`;
 
   const flags = $("flags");
@@ -149,7 +151,7 @@ function showSummary(summary) {
       .filter(Boolean)
       .join(" ");
     const tags =
-      (c.off_mode ? '<span class="tag off">off mode</span>' : "") +
+      (c.off_mode ? '<span class="tag off">off case count</span>' : "") +
       (c.low_confidence && !c.reviewed
         ? `<span class="tag low" title="${c.low_confidence} low-confidence detections to check">${c.low_confidence} low</span>`
         : "");
@@ -221,7 +223,7 @@ function updateCellInfo() {
   const n = state.boxes.length;
   $("cell-name").textContent = cell.name;
   $("count").textContent = n;
-  const mode = state.summary ? state.summary.modal_count : null;
+  const mode = state.summary ? state.summary.case_count : null;
   $("count-box").classList.toggle("off", mode !== null && n !== mode);
   const hi = cell.low_confidence_band[1];
   const low = state.boxes.filter((b) => b.source === "model" && b.score !== null && b.score < hi).length;
