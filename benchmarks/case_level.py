@@ -15,6 +15,11 @@ threshold); `--thresholds` also shows the cases at other counting thresholds.
 cells: one is added to (taken from) every drawn cell's recorded count and the model's count. This assumes
 the model finds the extra chromosome as it finds the others, so its per-cell errors are those measured on
 these cells; the validation split holds no such patients to check that on.
+
+`--mosaic F` with `--shift 1` (or -1) simulates a mosaic patient instead: a share F (< 0.5) of each case's
+cells, chosen at random, carries the gain (loss) and the rest count 46, so the case's count is still 46
+and what matters is whether the clone / mosaicism alert fires. Compare its row with the normal cases' (no
+`--mosaic`, no `--shift`): an alert that fires as often in both tells the reviewer nothing.
 """
 
 from __future__ import annotations
@@ -43,8 +48,46 @@ def case_summary(counts: list[int], basis: str = "mode") -> dict[str, float]:
         "abnormal_mode": float("ABNORMAL_MODE" in codes),
         "tied_mode": float("TIED_MODE" in codes),
         "clone_alert": float(bool(codes & set(CLONE_CODES))),
+        "clone_gain": float("POSSIBLE_CLONE_GAIN" in codes),
+        "clone_loss": float("POSSIBLE_CLONE_LOSS" in codes),
         "off_mode": float(len(cells_off_mode(counts, mode))),
     }
+
+
+def histogram(counts: np.ndarray) -> dict[int, int]:
+    return dict(sorted(Counter(counts.tolist()).items()))
+
+
+def simulate_cases(
+    recorded: np.ndarray,
+    model: np.ndarray,
+    cells: int,
+    cases: int,
+    seed: int = 0,
+    shift: int = 0,
+    shifted_cells: int | None = None,
+) -> tuple[dict[str, list[dict[str, float]]], list[int]]:
+    """`cases` cases of `cells` cells drawn without replacement from the cells whose recorded and model
+    counts are given; `shift` added to both counts of `shifted_cells` of each case's cells (all of them
+    by default: a constitutional gain or loss; fewer: a mosaic). The summaries of the recorded counts, the
+    model's by their mode and by their median, and per case the cells the model counts at its mode whose
+    recorded count differs (errors a reviewer who checks only the cells off the mode would not see)."""
+    shifted_cells = cells if shifted_cells is None else shifted_cells
+    offsets = np.zeros(cells, dtype=int)
+    offsets[:shifted_cells] = shift  # the draw's order is random, so these are random cells
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[dict[str, float]]] = {"recorded": [], "model": [], "model, by the median": []}
+    hidden = []
+    for _ in range(cases):
+        chosen = rng.choice(len(recorded), cells, replace=False)
+        truth, counts = recorded[chosen] + offsets, model[chosen] + offsets
+        rows["recorded"].append(case_summary(truth.tolist()))
+        model_summary = case_summary(counts.tolist())
+        rows["model"].append(model_summary)
+        # what the case report shows while the counts are unreviewed (deepace.report.rules.median_count)
+        rows["model, by the median"].append(case_summary(counts.tolist(), basis="median"))
+        hidden.append(int(np.sum(truth[counts == model_summary["mode"]] != model_summary["mode"])))
+    return rows, hidden
 
 
 def main() -> None:
@@ -56,8 +99,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--thresholds", type=float, nargs="*", default=[])
     parser.add_argument("--shift", type=int, default=0, help="constitutional gain (+1) or loss (-1)")
+    parser.add_argument("--mosaic", type=float, default=0.0, help="share of cells with --shift (mosaicism)")
     args = parser.parse_args()
-    constitutional = NORMAL_COUNT + args.shift
+    mosaic_cells = round(args.mosaic * args.cells) if args.mosaic else args.cells
+    if args.mosaic and (args.shift == 0 or not 0 < 2 * mosaic_cells < args.cells):
+        parser.error("--mosaic needs --shift 1 or -1 and a share below 0.5 of at least one cell")
+    constitutional = NORMAL_COUNT + args.shift if mosaic_cells == args.cells else NORMAL_COUNT
 
     records = read_coco(args.gt)
     preds, _ = match_predictions(records, read_predictions(args.pred))
@@ -68,24 +115,18 @@ def main() -> None:
         and rec.expected_count is not None
         and rec.meta.get("list", "normal") in CONSTITUTIONALLY_46
     ]
-    recorded = np.array([r for r, _ in pairs]) + args.shift
-    model = np.array([p.count for _, p in pairs]) + args.shift
-    print(f"{len(pairs)} cells; recorded counts {dict(sorted(Counter(recorded.tolist()).items()))}")
-    print(f"model's counts {dict(sorted(Counter(model.tolist()).items()))}")
+    recorded = np.array([r for r, _ in pairs])
+    model = np.array([p.count for _, p in pairs])
+    every_cell = args.shift if mosaic_cells == args.cells else 0
+    print(f"{len(pairs)} cells; recorded counts {histogram(recorded + every_cell)}")
+    print(f"model's counts {histogram(model + every_cell)}")
     print(f"cells counted as recorded: {100 * np.mean(recorded == model):.1f}%")
+    if mosaic_cells != args.cells:
+        print(f"mosaic: {mosaic_cells} of {args.cells} cells a case {args.shift:+d}, the others as drawn")
 
-    rng = np.random.default_rng(args.seed)
-    rows: dict[str, list[dict[str, float]]] = {"recorded": [], "model": [], "model, by the median": []}
-    hidden = []  # cells at the model's mode whose recorded count differs from it
-    for _ in range(args.cases):
-        chosen = rng.choice(len(pairs), args.cells, replace=False)
-        rows["recorded"].append(case_summary(recorded[chosen].tolist()))
-        model_summary = case_summary(model[chosen].tolist())
-        rows["model"].append(model_summary)
-        # what the case report shows while the counts are unreviewed (deepace.report.rules.median_count)
-        rows["model, by the median"].append(case_summary(model[chosen].tolist(), basis="median"))
-        at_mode = model[chosen] == model_summary["mode"]
-        hidden.append(int(np.sum(recorded[chosen][at_mode] != model_summary["mode"])))
+    rows, hidden = simulate_cases(
+        recorded, model, args.cells, args.cases, args.seed, args.shift, shifted_cells=mosaic_cells
+    )
 
     print(f"\n{args.cases} cases of {args.cells} cells, seed {args.seed}:\n")
     header = (
@@ -105,6 +146,10 @@ def main() -> None:
             f"| {100 * np.mean([s['clone_alert'] for s in summaries]):.1f}% "
             f"| {np.mean([s['off_mode'] for s in summaries]):.2f} |"
         )
+    print("\n| counts | POSSIBLE_CLONE_GAIN | POSSIBLE_CLONE_LOSS |\n|---|---|---|")
+    for name, summaries in rows.items():
+        gain, loss = (100 * np.mean([s[key] for s in summaries]) for key in ("clone_gain", "clone_loss"))
+        print(f"| {name} | {gain:.1f}% | {loss:.1f}% |")
     modes = Counter(int(s["mode"]) for s in rows["model"])
     print(f"\nthe model's modal counts: {dict(sorted(modes.items()))}")
     medians = Counter(int(s["mode"]) for s in rows["model, by the median"])
@@ -121,6 +166,8 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|")
     for threshold in args.thresholds:
+        if mosaic_cells != args.cells:
+            break  # the threshold table is for constitutional cases
         counts = np.array([p.count_at(threshold) for _, p in pairs]) + args.shift
         cases = np.random.default_rng(args.seed)
         summaries = [

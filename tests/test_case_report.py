@@ -352,6 +352,35 @@ def test_count_alerts_are_provisional_until_every_cell_is_reviewed() -> None:
     assert "reviewed" not in alert.message  # the same finding, now from checked counts
 
 
+def test_clones_are_judged_on_reviewed_cells_only() -> None:
+    """Two automatic 47s beside a case count of 46 are no alert (on automatic counts such pairs turn up in
+    nearly every normal case); the same two cells reviewed are."""
+
+    def cell(name: str, n: int) -> CellResult:
+        return CellResult(
+            image=Path(name), boxes=np.zeros((n, 4), np.float32), scores=np.full(n, 0.9, np.float32)
+        )
+
+    counts = {"a.png": 46, "b.png": 46, "c.png": 46, "d.png": 47, "e.png": 47, "f.png": 45}
+    results = {name: cell(name, n) for name, n in counts.items()}
+
+    def codes_with(reviewed: list[str]) -> list[str]:
+        reviews = {n: case_io.CellReview.from_model(results[n], reviewed=True) for n in reviewed}
+        return [f.code for f in case_io.summarize_case("case", results, reviews).flags]
+
+    unreviewed = codes_with([])
+    assert "POSSIBLE_CLONE_GAIN" not in unreviewed and "CLONES_FROM_REVIEWED_CELLS" in unreviewed
+    assert "POSSIBLE_CLONE_GAIN" not in codes_with(["d.png", "a.png"])  # one reviewed 47 is no clone
+    reviews = {n: case_io.CellReview.from_model(results[n], reviewed=True) for n in ("d.png", "e.png")}
+    summary = case_io.summarize_case("case", results, reviews)
+    gain = next(f for f in summary.flags if f.code == "POSSIBLE_CLONE_GAIN")
+    assert gain.severity == "alert" and gain.message.startswith(
+        "2 of the 2 reviewed cells count 47 (median 46"
+    )
+    everything = codes_with(list(counts))  # all reviewed: the usual rules on every count
+    assert "POSSIBLE_CLONE_GAIN" in everything and "CLONES_FROM_REVIEWED_CELLS" not in everything
+
+
 def test_a_tied_case_count_says_what_it_is_tied_with(tmp_path: Path) -> None:
     """Automatic counts whose two middle counts are equally frequent: the report gives the one nearest 46 as
     the case's count, and says which count it is tied with, in report.json and on the HTML page."""

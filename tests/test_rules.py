@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from deepace.report.rules import (
+    CLONE_ALERTS,
     COUNT_ALERTS,
     Flag,
     case_count,
     cells_off_mode,
+    clone_flags,
     count_histogram,
     evaluate_counts,
     median_count,
@@ -162,13 +164,35 @@ def test_sort_flags_is_stable_by_severity() -> None:
 
 def test_count_alerts_carry_a_caveat_while_counts_are_unreviewed() -> None:
     flags = evaluate_counts([45] * 12 + [46] * 5 + [47] * 3)  # abnormal mode, a gain clone, a normal line
+    assert {"POSSIBLE_CLONE_GAIN", "POSSIBLE_MOSAIC_NORMAL"} <= set(codes(flags))
     caveated = provisional(flags, n_unreviewed=4, n_cells=20)
-    assert codes(caveated) == codes(flags)  # same findings, same order and severity
-    for before, after in zip(flags, caveated, strict=True):
+    # the case count's alerts stay, same order and severity, with the caveat
+    kept = [f for f in flags if f.code not in CLONE_ALERTS]
+    assert codes(caveated) == codes(kept) + ["CLONES_FROM_REVIEWED_CELLS"]
+    for before, after in zip(kept, caveated, strict=False):
         assert after.severity == before.severity
         if before.code in COUNT_ALERTS:
             assert after.message.startswith(before.message) and "4 of 20 not yet reviewed" in after.message
         else:
             assert after.message == before.message  # e.g. EXTEND_COUNT
     assert any(f.code == "EXTEND_COUNT" for f in flags)
+    # the automatic counts' clones are set aside for one note, not an alert
+    note = caveated[-1]
+    assert note.severity == "info" and "16 of 20 so far" in note.message
     assert provisional(flags, n_unreviewed=0, n_cells=20) == flags
+    # nothing to set aside: no note
+    plain = evaluate_counts([46] * 19 + [47])
+    assert "CLONES_FROM_REVIEWED_CELLS" not in codes(provisional(plain, n_unreviewed=20, n_cells=20))
+
+
+def test_clone_flags_of_reviewed_cells_say_so() -> None:
+    """The same ISCN thresholds on a subset of the cells, the message naming how many were reviewed."""
+    flags = clone_flags([46, 46, 47, 47, 45], mode=46, name="median", of_reviewed=5)
+    assert codes(flags) == ["POSSIBLE_CLONE_GAIN"]  # two 47s; one 45 is not a loss clone
+    assert flags[0].message.startswith("2 of the 5 reviewed cells count 47 (median 46, +1)")
+    assert clone_flags([46, 47, 45, 45], mode=46) == []
+    assert codes(clone_flags([45, 45, 45, 46], mode=46)) == ["POSSIBLE_CLONE_LOSS"]
+    assert clone_flags([45, 45, 45], mode=46)[0].message.startswith("3 cells count 45 (modal 46, -1)")
+    # what evaluate_counts reports is exactly clone_flags of all the counts
+    counts = [45] * 12 + [46] * 5 + [47] * 3
+    assert [f for f in evaluate_counts(counts) if f.code in CLONE_ALERTS] == clone_flags(counts, 45)
