@@ -5,6 +5,7 @@ from __future__ import annotations
 from deepace.report.rules import (
     CLONE_ALERTS,
     COUNT_ALERTS,
+    OFF_COUNT_FINDINGS,
     Flag,
     case_count,
     cells_off_mode,
@@ -14,6 +15,7 @@ from deepace.report.rules import (
     median_count,
     middle_counts,
     modal_count,
+    off_count_flags,
     provisional,
     review_flags,
     sort_flags,
@@ -164,25 +166,32 @@ def test_sort_flags_is_stable_by_severity() -> None:
 
 def test_count_alerts_carry_a_caveat_while_counts_are_unreviewed() -> None:
     flags = evaluate_counts([45] * 12 + [46] * 5 + [47] * 3)  # abnormal mode, a gain clone, a normal line
-    assert {"POSSIBLE_CLONE_GAIN", "POSSIBLE_MOSAIC_NORMAL"} <= set(codes(flags))
+    assert {"POSSIBLE_CLONE_GAIN", "POSSIBLE_MOSAIC_NORMAL", "EXTEND_COUNT"} <= set(codes(flags))
     caveated = provisional(flags, n_unreviewed=4, n_cells=20)
     # the case count's alerts stay, same order and severity, with the caveat
-    kept = [f for f in flags if f.code not in CLONE_ALERTS]
-    assert codes(caveated) == codes(kept) + ["CLONES_FROM_REVIEWED_CELLS"]
-    for before, after in zip(kept, caveated, strict=False):
-        assert after.severity == before.severity
-        if before.code in COUNT_ALERTS:
-            assert after.message.startswith(before.message) and "4 of 20 not yet reviewed" in after.message
-        else:
-            assert after.message == before.message  # e.g. EXTEND_COUNT
-    assert any(f.code == "EXTEND_COUNT" for f in flags)
-    # the automatic counts' clones are set aside for one note, not an alert
+    assert codes(caveated) == ["ABNORMAL_MODE", "JUDGED_ON_REVIEWED_CELLS"]
+    alert = caveated[0]
+    assert alert.severity == "alert" and alert.message.startswith(flags[0].message)
+    assert "4 of 20 not yet reviewed" in alert.message
+    # the findings about cells off the case count are set aside for one note, not an alert
     note = caveated[-1]
     assert note.severity == "info" and "16 of 20 so far" in note.message
     assert provisional(flags, n_unreviewed=0, n_cells=20) == flags
-    # nothing to set aside: no note
-    plain = evaluate_counts([46] * 19 + [47])
-    assert "CLONES_FROM_REVIEWED_CELLS" not in codes(provisional(plain, n_unreviewed=20, n_cells=20))
+    # nothing to set aside: no note, other flags untouched
+    plain = evaluate_counts([46] * 20)
+    assert provisional(plain, n_unreviewed=20, n_cells=20) == plain == []
+    too_few = evaluate_counts([46] * 5)
+    assert provisional(too_few, n_unreviewed=5, n_cells=5) == too_few
+    assert set(OFF_COUNT_FINDINGS) >= set(CLONE_ALERTS) | {"EXTEND_COUNT", "CELLS_OFF_MODE"}
+
+
+def test_off_count_flags_of_reviewed_cells_say_so() -> None:
+    flags = off_count_flags([46, 47, 46], mode=46, n_cells=20, name="median", of_reviewed=3)
+    assert codes(flags) == ["EXTEND_COUNT"]
+    assert flags[0].message.startswith("1 cell of the 3 reviewed differ from the median count 46")
+    assert off_count_flags([46, 46], mode=46, n_cells=20) == []
+    # the case's size, not the reviewed cells', decides whether to extend
+    assert codes(off_count_flags([45, 46], mode=46, n_cells=30, of_reviewed=2)) == ["CELLS_OFF_MODE"]
 
 
 def test_clone_flags_of_reviewed_cells_say_so() -> None:

@@ -472,7 +472,8 @@ def summarize_case(
 ) -> CaseSummary:
     """Final counts (corrections first), the case's count, the cells off it and all flags. The case is
     read by its median count while some counts are automatic, by its modal count once all are reviewed;
-    clones and mosaicism are judged on the reviewed cells' counts alone (rules.provisional says why)."""
+    clones, mosaicism and extending the count are judged on the reviewed cells' counts alone
+    (rules.provisional says why)."""
     cells = [_cell_summary(n, results[n], reviews.get(n)) for n in sorted(results)]
     counts = [c.count for c in cells if c.count is not None]
     counted = [c for c in cells if c.count is not None]
@@ -486,6 +487,9 @@ def summarize_case(
     )
     if 0 < n_reviewed < len(counted) and mode is not None:
         reviewed_counts = [c.count for c in counted if c.reviewed and c.count is not None]
+        count_flags += rules.off_count_flags(
+            reviewed_counts, mode, len(counted), "median", of_reviewed=n_reviewed
+        )
         count_flags += rules.clone_flags(reviewed_counts, mode, expected, "median", of_reviewed=n_reviewed)
     flags = count_flags + rules.review_flags(
         n_cells=len(counted),

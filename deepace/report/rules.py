@@ -170,29 +170,37 @@ def evaluate_counts(
             )
         )
 
-    off = cells_off_mode(counts, mode)
-    if off:
-        lo, hi = extended_cells
-        if n < lo:
-            flags.append(
-                Flag(
-                    "EXTEND_COUNT",
-                    "warning",
-                    f"{_cells(len(off))} of {n} differ from the {name} count {mode}: "
-                    f"extend the count to {lo}-{hi} cells to rule out mosaicism.",
-                )
-            )
-        else:
-            flags.append(
-                Flag(
-                    "CELLS_OFF_MODE",
-                    "info",
-                    f"{_cells(len(off))} of {n} differ from the {name} count {mode}.",
-                )
-            )
-
+    flags += off_count_flags(counts, mode, n, name, extended_cells)
     flags += clone_flags(counts, mode, expected, name, clone_gain_cells, clone_loss_cells)
     return sort_flags(flags)
+
+
+def off_count_flags(
+    counts: Sequence[int],
+    mode: int,
+    n_cells: int,
+    name: str = "modal",
+    extended_cells: tuple[int, int] = EXTENDED_CELLS,
+    of_reviewed: int | None = None,
+) -> list[Flag]:
+    """Cells of `counts` off the case count `mode`: with fewer than `extended_cells[0]` cells in the case
+    (`n_cells`), extend the count to rule out mosaicism. `of_reviewed`: the counts are those of that many
+    reviewed cells of a case not yet fully reviewed."""
+    off = cells_off_mode(counts, mode)
+    if not off:
+        return []
+    lo, hi = extended_cells
+    of = f"of {n_cells}" if of_reviewed is None else f"of the {of_reviewed} reviewed"
+    if n_cells < lo:
+        return [
+            Flag(
+                "EXTEND_COUNT",
+                "warning",
+                f"{_cells(len(off))} {of} differ from the {name} count {mode}: "
+                f"extend the count to {lo}-{hi} cells to rule out mosaicism.",
+            )
+        ]
+    return [Flag("CELLS_OFF_MODE", "info", f"{_cells(len(off))} {of} differ from the {name} count {mode}.")]
 
 
 def clone_flags(
@@ -248,19 +256,23 @@ def clone_flags(
 # Alerts that read a constitutional or mosaic finding into the counts.
 CLONE_ALERTS = ("POSSIBLE_CLONE_GAIN", "POSSIBLE_CLONE_LOSS", "POSSIBLE_MOSAIC_NORMAL")
 COUNT_ALERTS = ("ABNORMAL_MODE", "TIED_MODE", *CLONE_ALERTS)
+# Findings about single cells off the case count, judged on reviewed cells while some counts are automatic.
+OFF_COUNT_FINDINGS = (*CLONE_ALERTS, "EXTEND_COUNT", "CELLS_OFF_MODE")
 
 
 def provisional(flags: Sequence[Flag], n_unreviewed: int, n_cells: int) -> list[Flag]:
     """`flags` as they stand while some of the counts are automatic and unreviewed: a caveat on the case
-    count's alerts, and the clone and mosaicism findings of the automatic counts set aside for one note
-    (the case report judges clones on the reviewed cells alone, `clone_flags(..., of_reviewed=n)`).
+    count's alerts, and the automatic counts' findings about cells off the case count (clones, mosaicism,
+    extending the count) set aside for one note; the case report judges those on the reviewed cells alone
+    (`clone_flags` and `off_count_flags` with `of_reviewed`).
 
     Why: a cell miscounted by one moves the mode and makes clones. In simulated 20-cell cases of normal
     G-band cells the shipped model's unreviewed counts raise a count alert (ABNORMAL_MODE or TIED_MODE)
-    in 7.4% of cases read by their median (17.4% by their mode), and a possible gain clone in 96.5% — as
-    often as in cases where 10-30% of the cells carry a gain (97.9-98.4%), so on automatic counts the clone
-    alert tells a mosaic from a normal patient no better than chance (BENCHMARKS.md, "Per case: the median
-    of automatic counts" and "Mosaicism and automatic counts")."""
+    in 7.4% of cases read by their median (17.4% by their mode); 12 of their 20 cells differ from the case
+    count, and two of them share a gain in 96.5% of cases — as often as in cases where 10-30% of the cells
+    carry a gain (97.9-98.4%), so on automatic counts these findings tell a mosaic from a normal patient no
+    better than chance (BENCHMARKS.md, "Per case: the median of automatic counts" and "Mosaicism and
+    automatic counts")."""
     if n_unreviewed <= 0:
         return list(flags)
     caveat = (
@@ -270,16 +282,16 @@ def provisional(flags: Sequence[Flag], n_unreviewed: int, n_cells: int) -> list[
     kept = [
         Flag(f.code, f.severity, f.message + caveat) if f.code in COUNT_ALERTS else f
         for f in flags
-        if f.code not in CLONE_ALERTS
+        if f.code not in OFF_COUNT_FINDINGS
     ]
     if len(kept) < len(flags):
         kept.append(
             Flag(
-                "CLONES_FROM_REVIEWED_CELLS",
+                "JUDGED_ON_REVIEWED_CELLS",
                 "info",
-                f"Clones and mosaicism are judged on reviewed cells only ({n_cells - n_unreviewed} of "
-                f"{n_cells} so far): on automatic counts, cells off the case count by the same number turn "
-                f"up in nearly every normal case. Review the cells off the case count to look for a clone.",
+                f"Clones, mosaicism and whether to extend the count are judged on reviewed cells only "
+                f"({n_cells - n_unreviewed} of {n_cells} so far): on automatic counts, cells off the case "
+                f"count by the same number turn up in nearly every normal case.",
             )
         )
     return kept
