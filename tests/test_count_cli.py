@@ -140,6 +140,7 @@ def test_export_calibrates_thresholds_and_halves_weights(tmp_path: Path, model_f
         app, ["export", str(model_file), "--out", str(out), "--calibrate-on", str(tmp_path / "val.json")]
     )
     assert result.exit_code == 0, result.output
+    assert "brightfield: 2 images, threshold" in result.output and " a cell" in result.output  # with its bias
     payload = torch.load(out, weights_only=False)
     assert set(payload["stain_thresholds"]) == {"brightfield"}
     assert payload["score_threshold"] == payload["stain_thresholds"]["brightfield"]

@@ -176,7 +176,7 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
     """Per stain, the counting threshold with the best exact-count accuracy on these images."""
     from deepace.engine import predict_records_with_stains
     from deepace.metrics import expected_counts
-    from deepace.metrics.threshold import tune_score_threshold
+    from deepace.metrics.threshold import COUNT_LEAN_WARNING, count_bias, tune_score_threshold
 
     predictions = predict_records_with_stains(detector, records, True)
     by_stain: dict[str, tuple[list, list]] = {}
@@ -186,9 +186,17 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
     thresholds = {}
     for stain, (scores, expected) in by_stain.items():
         thresholds[stain], exact = tune_score_threshold(scores, expected)
+        bias = count_bias(scores, expected, thresholds[stain])
         typer.echo(
-            f"{stain}: {len(scores)} images, threshold {thresholds[stain]:.3f}, exact count {exact:.1f}%"
+            f"{stain}: {len(scores)} images, threshold {thresholds[stain]:.3f}, exact count {exact:.1f}%, "
+            f"bias {bias:+.2f} a cell"
         )
+        if abs(bias) >= COUNT_LEAN_WARNING:
+            typer.echo(
+                f"  {stain} counts lean {'high' if bias > 0 else 'low'}: the case report reads unreviewed "
+                f"counts by their median, which a lean moves; check cases with benchmarks/case_level.py "
+                f"(MODEL_CARD.md, 'Known weaknesses')"
+            )
     return thresholds
 
 
