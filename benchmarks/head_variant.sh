@@ -3,7 +3,8 @@
 # (session 19: the session-13 network's head stages fine-tuned alone on cached features, 10,000 iterations,
 # TNRL at alpha 5 on every stage, seed 18, M-FISH cells three times per epoch) plus the given overrides; then
 # the rescorer refitted on its candidates, both validation splits, per-case simulation, error kinds, box
-# drift and five rescorer fits. Compare with BENCHMARKS.md "Session 19". Resumable: rerun the same command.
+# drift and five rescorer fits (their ranges in fit_ranges.md). Compare with BENCHMARKS.md "Session 19".
+# Resumable: rerun the same command.
 #
 #   bash benchmarks/head_variant.sh NAME [--set model.KEY=VALUE]...
 #   e.g. bash benchmarks/head_variant.sh a10 --set model.repulsion_weight=10.0
@@ -82,4 +83,5 @@ log rescorer fits
 python -u benchmarks/rescorer_variants.py --weights "$OUT/rescored.pt" --train-cache "$OUT/candidates.pt" \
   --val "$G" --val "$DATA/mfish/val.json" --set model.rpn_post_nms_top_n_test=400 --seeds "$SEEDS" 2>&1 \
   | quiet > "$OUT/rescorer_fits.txt"
+python benchmarks/fit_ranges.py "$OUT" > "$OUT/fit_ranges.md"  # as BENCHMARKS.md quotes them
 log done
