@@ -32,7 +32,7 @@ import numpy as np
 
 from deepace.data.coco import read_coco
 from deepace.data.predictions import match_predictions, read_predictions
-from deepace.report.rules import NORMAL_COUNT, case_count, cells_off_mode, evaluate_counts
+from deepace.report.rules import NORMAL_COUNT, case_count, cells_off_mode, count_histogram, evaluate_counts
 
 CONSTITUTIONALLY_46 = ("normal", "structural_abnormalities")
 CLONE_CODES = ("POSSIBLE_CLONE_GAIN", "POSSIBLE_CLONE_LOSS", "POSSIBLE_MOSAIC_NORMAL")
@@ -52,10 +52,6 @@ def case_summary(counts: list[int], basis: str = "mode") -> dict[str, float]:
         "clone_loss": float("POSSIBLE_CLONE_LOSS" in codes),
         "off_mode": float(len(cells_off_mode(counts, mode))),
     }
-
-
-def histogram(counts: np.ndarray) -> dict[int, int]:
-    return dict(sorted(Counter(counts.tolist()).items()))
 
 
 def simulate_cases(
@@ -118,8 +114,8 @@ def main() -> None:
     recorded = np.array([r for r, _ in pairs])
     model = np.array([p.count for _, p in pairs])
     every_cell = args.shift if mosaic_cells == args.cells else 0
-    print(f"{len(pairs)} cells; recorded counts {histogram(recorded + every_cell)}")
-    print(f"model's counts {histogram(model + every_cell)}")
+    print(f"{len(pairs)} cells; recorded counts {count_histogram((recorded + every_cell).tolist())}")
+    print(f"model's counts {count_histogram((model + every_cell).tolist())}")
     print(f"cells counted as recorded: {100 * np.mean(recorded == model):.1f}%")
     if mosaic_cells != args.cells:
         print(f"mosaic: {mosaic_cells} of {args.cells} cells a case {args.shift:+d}, the others as drawn")

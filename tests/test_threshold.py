@@ -6,7 +6,8 @@ from deepace.metrics.threshold import count_bias, tune_score_threshold
 
 
 def test_the_threshold_that_counts_these_cells_best() -> None:
-    # each cell has 3 chromosomes scored 0.9 and one false box at 0.4; cell 2 also a weak true one at 0.2
+    # cell 1: 3 chromosomes at 0.9 and a false box at 0.4; cell 2: 4 chromosomes, one of them weak (0.4),
+    # and a false box at 0.2
     scores = [np.array([0.9, 0.9, 0.9, 0.4]), np.array([0.9, 0.9, 0.9, 0.4, 0.2])]
     threshold, exact = tune_score_threshold(scores, [3, 4])
     # above 0.4 the first cell is right, the second one short; in (0.2, 0.4] the reverse; at 0.2 and
