@@ -1,4 +1,5 @@
-"""Fine-tune only the head stages of a trained model, on backbone features and RPN proposals computed once.
+"""Fine-tune only the head stages (or the RPN head) of a trained model, on backbone features and RPN proposals
+computed once.
 
 The experiment runner around deepace.head_finetune (what `deepace train-heads` does in one go for a lab's
 own images), split in steps so that one feature cache of the 1,899 training cells serves many fine-tunes.
@@ -6,7 +7,9 @@ own images), split in steps so that one feature cache of the 1,899 training cell
     python benchmarks/head_finetune.py cache --weights W --train T.json --train M.json --views 2 --out DIR
     python benchmarks/head_finetune.py train --weights W --cache DIR --iterations N --out HEADS_DIR \
         [--repeat M.json=3] [--lr 0.001] [--set model.repulsion_all_stages=true] [--resume]
-    python benchmarks/head_finetune.py candidates --weights HEADS_DIR/model.pt --cache DIR --out C.pt
+    python benchmarks/head_finetune.py train --part rpn --weights W --cache DIR --iterations N --out RPN_DIR
+    python benchmarks/head_finetune.py candidates --weights HEADS_DIR/model.pt --cache DIR --out C.pt \
+        [--fresh-proposals]
     python benchmarks/head_finetune.py soup --weights A/model.pt --weights B/model.pt --out SOUP/model.pt
     deepace train-rescorer HEADS_DIR/model.pt --train T.json --train M.json --cache C.pt \
         --set model.rpn_post_nms_top_n_test=400 --calibrate-on … --out RESCORED.pt
@@ -56,6 +59,7 @@ def train_command(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=False,
         on_log=lambda line: print(json.dumps(line), flush=True),
+        part=args.part,
     )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     meta = {"base_model": str(args.weights), "head_finetune": settings}
@@ -71,7 +75,7 @@ def candidates_command(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     detector = detector_with_rescorer(Detector.load(args.weights), args.set)
     index = json.loads((args.cache / "index.json").read_text())
-    samples = cached_candidates(detector.model.roi_heads, args.cache, index)
+    samples = cached_candidates(detector.model, args.cache, index, fresh_proposals=args.fresh_proposals)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(samples, args.out)
     print(f"wrote {args.out}: {len(samples)} images")
@@ -107,11 +111,15 @@ def main() -> None:
     train.add_argument("--repeat", action="append", default=[], help="COCO=N: its images N times per epoch")
     train.add_argument("--resume", action="store_true")
     train.add_argument("--set", action="append", default=[], help="e.g. model.repulsion=tnrl")
+    train.add_argument("--part", choices=["heads", "rpn"], default="heads", help="what to train")
     train.add_argument("--out", type=Path, required=True)
     candidates = sub.add_parser("candidates")
     candidates.add_argument("--weights", type=Path, required=True)
     candidates.add_argument("--cache", type=Path, required=True)
     candidates.add_argument("--set", action="append", default=["model.rpn_post_nms_top_n_test=400"])
+    candidates.add_argument(
+        "--fresh-proposals", action="store_true", help="the model's RPN proposes again (it was trained)"
+    )
     candidates.add_argument("--out", type=Path, required=True)
     soup = sub.add_parser("soup")
     soup.add_argument("--weights", type=Path, action="append", required=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.models.detection.image_list import ImageList
 from tqdm import tqdm
 
 from deepace.config import Config
@@ -106,12 +107,15 @@ def load_view(path: Path) -> dict:
     return entry
 
 
-def trainable_heads(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The head stages' parameters, now the only ones requiring gradients; the backbone, the RPN and the
-    rescorer (which is refitted on the trained heads' candidates afterwards) stay frozen."""
+def trainable_part(model: torch.nn.Module, part: str = "heads") -> list[torch.nn.Parameter]:
+    """The parameters of `part` (the head stages, or the RPN's head), now the only ones requiring
+    gradients; the rest and the rescorer (which is refitted on the trained model's candidates afterwards)
+    stay frozen."""
+    part_module(model, part)
+    trains = is_head_weight if part == "heads" else is_rpn_weight
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(is_head_weight(name))
+        p.requires_grad_(trains(name))
         if p.requires_grad:
             params.append(p)
     return params
@@ -142,6 +146,44 @@ class HeadSchedule:
     checkpoint_every: int = 500
 
 
+PARTS = ("heads", "rpn")
+
+
+def part_module(model: torch.nn.Module, part: str) -> torch.nn.Module:
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, not {part!r}")
+    return model.roi_heads if part == "heads" else model.rpn
+
+
+def finest_stride(model: torch.nn.Module) -> int:
+    """The stride of the first feature map the backbone hands the RPN (the pyramid's finest level, else the
+    single stride-16 map)."""
+    config = model.config
+    return config.fpn_finest_stride if config.fpn else 16
+
+
+def cached_image_list(entry: dict, stride: int) -> ImageList:
+    """The batch geometry the RPN's anchor generator reads, rebuilt from a cached view: the padded size is
+    the finest feature map's size times its stride (the pixels themselves are not needed)."""
+    height, width = next(iter(entry["features"].values())).shape[-2:]
+    return ImageList(torch.empty(1, 1, height * stride, width * stride), [entry["image_size"]])
+
+
+def cached_losses(model: torch.nn.Module, part: str, entry: dict) -> dict[str, torch.Tensor]:
+    """The training losses of `part` ('heads' or 'rpn') on one cached view."""
+    targets = [
+        {
+            "boxes": entry["boxes"],
+            "labels": torch.ones(len(entry["boxes"]), dtype=torch.int64),
+            "chromosome_class": entry["chromosome_class"],
+        }
+    ]
+    if part == "rpn":
+        return model.rpn.losses(cached_image_list(entry, finest_stride(model)), entry["features"], targets)
+    _, losses = model.roi_heads(entry["features"], [entry["proposals"]], [entry["image_size"]], targets)
+    return losses
+
+
 def train_heads(
     model: torch.nn.Module,
     folder: Path,
@@ -151,15 +193,20 @@ def train_heads(
     resume: bool = True,
     progress: bool = True,
     on_log: Callable[[dict], None] | None = None,
+    part: str = "heads",
 ) -> None:
-    """Train `model`'s head stages on the cached views in `folder`, the rest frozen and in eval mode.
-    Checkpoints (`last.pt`, the heads and optimiser) and the loss log (`log.jsonl`) go to `work_dir`; with
-    `resume`, a checkpoint there is continued. The image order depends only on the seed and iteration."""
+    """Train `model`'s head stages (`part='heads'`) or its RPN head (`part='rpn'`: objectness and anchor
+    regression, HNAS as in `deepace train`) on the cached views in `folder`, the rest frozen and in eval
+    mode. Checkpoints (`last.pt`, the part and optimiser) and the loss log (`log.jsonl`) go to `work_dir`;
+    with `resume`, a checkpoint there is continued. The image order depends only on the seed and
+    iteration. The cached proposals are the frozen RPN's: after training the RPN, `cached_candidates`
+    with `fresh_proposals` recomputes them."""
     if not pool:
         raise ValueError("no cached images to train on")
+    module = part_module(model, part)
     model.eval()
-    model.roi_heads.train()
-    params = trainable_heads(model)
+    module.train()
+    params = trainable_part(model, part)
     optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, schedule))
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +214,7 @@ def train_heads(
     start = 0
     if resume and last.exists():
         state = torch.load(last, weights_only=False)
-        model.roi_heads.load_state_dict(state["heads"])
+        module.load_state_dict(state[part])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["iteration"]
@@ -177,7 +224,7 @@ def train_heads(
     with (work_dir / "log.jsonl").open("a") as log:
         for iteration in tqdm(
             range(start, schedule.iterations),
-            desc="training heads",
+            desc=f"training {part}",
             unit="it",
             initial=start,
             total=schedule.iterations,
@@ -188,16 +235,7 @@ def train_heads(
             files = pool[order[position]]
             entry = load_view(folder / random.Random(seed * 1_000_003 + iteration).choice(files))
             torch.manual_seed(seed * 1_000_003 + iteration)
-            targets = [
-                {
-                    "boxes": entry["boxes"],
-                    "labels": torch.ones(len(entry["boxes"]), dtype=torch.int64),
-                    "chromosome_class": entry["chromosome_class"],
-                }
-            ]
-            _, losses = model.roi_heads(
-                entry["features"], [entry["proposals"]], [entry["image_size"]], targets
-            )
+            losses = cached_losses(model, part, entry)
             optimisation_step(sum(losses.values()), optimizer, scheduler, params, schedule.clip_grad_norm)
             for k, v in losses.items():
                 window.setdefault(k, []).append(float(v.detach()))
@@ -215,7 +253,7 @@ def train_heads(
                 window, tic = {}, time.time()
             if done % schedule.checkpoint_every == 0 or done == schedule.iterations:
                 state = {
-                    "heads": model.roi_heads.state_dict(),
+                    part: module.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "iteration": done,
@@ -229,18 +267,26 @@ def train_heads(
 
 @torch.inference_mode()
 def cached_candidates(
-    heads: torch.nn.Module, folder: Path, index: list[dict], progress: bool = True
+    model: torch.nn.Module,
+    folder: Path,
+    index: list[dict],
+    progress: bool = True,
+    fresh_proposals: bool = False,
 ) -> list[LabelledCandidates]:
     """The rescorer's labelled training candidates (as `deepace train-rescorer --cache` stores them) from
     the cached unflipped views, in the index's order: what `deepace train-rescorer` collects, without
-    running the backbone again."""
-    heads.eval()
+    running the backbone again. `fresh_proposals`: `model`'s RPN proposes again on the cached features
+    (after it was trained on them) instead of the cached proposals being used."""
+    model.eval()
     samples = []
     for item in tqdm(
         [item for item in index if item["view"] == 0], desc="candidates", unit="img", disable=not progress
     ):
         entry = load_view(folder / item["file"])
-        found = heads.candidates(entry["features"], [entry["proposals"]], [entry["image_size"]])[0]
+        if fresh_proposals:
+            images = cached_image_list(entry, finest_stride(model))
+            entry["proposals"] = model.rpn(images, entry["features"])[0][0]
+        found = model.roi_heads.candidates(entry["features"], [entry["proposals"]], [entry["image_size"]])[0]
         candidates = in_image_pixels(found, *entry["to_image"])
         samples.append(LabelledCandidates(candidates, match_labels(candidates.boxes, entry["truth"])))
     return samples
@@ -249,6 +295,10 @@ def cached_candidates(
 def is_head_weight(name: str) -> bool:
     """A head stage's weight: what `train_heads` trains (not the backbone, the RPN or the rescorer)."""
     return name.startswith("roi_heads.") and not name.startswith("roi_heads.rescorer.")
+
+
+def is_rpn_weight(name: str) -> bool:
+    return name.startswith("rpn.")
 
 
 def average_heads(states: list[dict[str, torch.Tensor]], tolerance: float = 1e-2) -> dict[str, torch.Tensor]:

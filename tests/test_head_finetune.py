@@ -15,6 +15,8 @@ from deepace.head_finetune import (
     average_heads,
     cache_views,
     cached_candidates,
+    cached_image_list,
+    cached_losses,
     train_heads,
     training_pool,
     view_flips,
@@ -76,7 +78,7 @@ def test_the_cache_lists_every_view_and_flips_the_targets(cached) -> None:  # no
 def test_cached_candidates_are_the_ones_inference_gives_the_rescorer(cached) -> None:  # noqa: ANN001
     folder, index, records, _ = cached
     model, config = tiny_cascade()
-    samples = cached_candidates(model.roi_heads, folder, index, progress=False)
+    samples = cached_candidates(model, folder, index, progress=False)
     assert len(samples) == len(records)  # view 0 of each image only
     detector = Detector(model, config)
     for record, sample in zip(records, samples, strict=True):
@@ -132,6 +134,57 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(cached, tmp_path) ->
     resumed = heads_trained(cached, tmp_path / "killed")
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name, atol=0, rtol=0)
+
+
+def test_the_rpn_losses_on_a_cached_view_are_those_of_training_on_the_image(cached) -> None:  # noqa: ANN001
+    from deepace.data.dataset import DetectionDataset
+    from deepace.head_finetune import load_view
+
+    folder, index, records, _ = cached
+    model, config = tiny_cascade()
+    dataset = DetectionDataset(
+        records, config.model.preprocess_threshold, stain_scale=config.model.stain_scale
+    )
+    image, target = dataset.load(0, False, False)
+    with torch.no_grad():
+        images, targets = model.transform([image], [target])
+        features = model.backbone(images.tensors)
+        entry = load_view(folder / index[0]["file"])
+        assert cached_image_list(entry, 8).tensors.shape[-2:] == images.tensors.shape[-2:]
+        model.rpn.train()
+        torch.manual_seed(3)  # the same anchors sampled (HNAS draws at random)
+        _, live = model.rpn(images, features, targets)
+        torch.manual_seed(3)
+        from_cache = cached_losses(model, "rpn", entry)
+    assert live.keys() == from_cache.keys() and live["loss_objectness"] > 0
+    for name in live:  # cached features are float16
+        torch.testing.assert_close(from_cache[name], live[name], atol=2e-3, rtol=1e-2)
+
+
+def test_training_the_rpn_changes_only_the_rpn_and_its_fresh_proposals_feed_the_candidates(
+    cached, tmp_path
+) -> None:  # noqa: ANN001
+    folder, index, _, _ = cached
+    before, _ = tiny_cascade()
+    unchanged = cached_candidates(before, folder, index, progress=False, fresh_proposals=True)
+    for fresh, stored in zip(
+        unchanged, cached_candidates(before, folder, index, progress=False), strict=True
+    ):
+        torch.testing.assert_close(fresh.candidates.boxes, stored.candidates.boxes, atol=0.05, rtol=0)
+    model, _ = tiny_cascade()
+    train_heads(model, folder, training_pool(index), SCHEDULE, tmp_path, progress=False, part="rpn")
+    old = dict(before.named_parameters())
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, old[name])}
+    assert changed and all(name.startswith("rpn.head.") for name in changed)
+    assert "rpn" in torch.load(tmp_path / "last.pt", weights_only=False)
+    moved = cached_candidates(model, folder, index, progress=False, fresh_proposals=True)
+    assert any(
+        a.candidates.boxes.shape != b.candidates.boxes.shape
+        or not torch.allclose(a.candidates.boxes, b.candidates.boxes)
+        for a, b in zip(moved, unchanged, strict=True)
+    )
+    with pytest.raises(ValueError, match="part"):
+        train_heads(model, folder, training_pool(index), SCHEDULE, tmp_path / "x", part="backbone")
 
 
 def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(tmp_path) -> None:  # noqa: ANN001

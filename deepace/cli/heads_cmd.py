@@ -81,7 +81,7 @@ def train_heads_command(
     meta: dict = {"base_model": str(base), "base_meta": payload.get("meta", {}), "train_heads": settings}
     threshold = float(payload.get("score_threshold", config.score_threshold))
     if config.model.rescorer:
-        samples = cached_candidates(model.roi_heads, folder, index)
+        samples = cached_candidates(model, folder, index)
         result = fit_any_rescorer(model.roi_heads.rescorer, samples, epochs=rescorer_epochs)
         meta["rescorer"] = {**result, "train": settings["train"]}
         threshold = ACCEPT_PROBABILITY

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 
 from deepace.models.hnas import HardNegativeAnchorSampler
 from deepace.models.soft_nms import SoftNMSMethod, soft_nms
@@ -63,6 +64,22 @@ class DeepACERPN(RegionProposalNetwork):
             final_boxes.append(image_boxes[keep])
             final_scores.append(decayed)
         return final_boxes, final_scores
+
+    def losses(
+        self, images: ImageList, features: dict[str, Tensor], targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """The training losses of `forward` without the proposals (whose ranking and Soft-NMS cost more than
+        the losses when the RPN is trained alone on cached features, deepace.head_finetune)."""
+        maps = list(features.values())
+        objectness, pred_bbox_deltas = self.head(maps)
+        anchors = self.anchor_generator(images, maps)
+        objectness, pred_bbox_deltas = concat_box_prediction_layers(objectness, pred_bbox_deltas)
+        labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
+        regression_targets = self.box_coder.encode(matched_gt_boxes, anchors)
+        loss_objectness, loss_rpn_box_reg = self.compute_loss(
+            objectness, pred_bbox_deltas, labels, regression_targets
+        )
+        return {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
 
     def compute_loss(
         self,
