@@ -13,7 +13,12 @@
 # ~/deepace-runs), CACHE (the feature cache, default $RUNS/s18/feature_cache: about 12 GB, 21 minutes on
 # 2 cores, shared by every variant), ITERATIONS (default 10000), TRAIN_SEED (default 18, the shipped run's;
 # the heads start from the base model's weights, so it sets the data order and RoI sampling), SEEDS
-# (rescorer fits, default 5). Outputs go to $RUNS/variants/NAME/. A smoke test: small DATA splits, another
+# (rescorer fits, default 5), LR (default 0.001), PART (heads, the default, or rpn: train the RPN head
+# instead, then propose again on the cached features for the rescorer's candidates), BASE (the model to
+# start from, default the session-13 model; its backbone must be the cache's), HEADS (a model whose
+# heads are trained already, e.g. the shipped one: no training, the rest of the chain on it). The
+# overrides reach every step (e.g. --set model.rescorer_proposal_iou=0.6 changes the candidates). Outputs
+# go to $RUNS/variants/NAME/. A smoke test: small DATA splits, another
 # RUNS, ITERATIONS=20 SEEDS=1 CELLS=2 (cells per simulated case, default 20).
 set -euo pipefail
 NAME=${1:?usage: head_variant.sh NAME [--set model.KEY=VALUE]...}
@@ -26,7 +31,11 @@ SEEDS=${SEEDS:-5}
 M=$DATA/mfish/train.json
 T=$DATA/taichung/train.json
 CACHE=${CACHE:-$RUNS/s18/feature_cache}
-BASE=$RUNS/s18/shipped_s13.pt
+S13=$RUNS/s18/shipped_s13.pt
+BASE=${BASE:-$S13}
+PART=${PART:-heads}
+FRESH=()
+[ "$PART" = rpn ] && FRESH=(--fresh-proposals)
 OUT=$RUNS/variants/$NAME
 mkdir -p "$OUT"
 log() { echo "== $* ($(date -u +%H:%M:%S))"; }
@@ -35,32 +44,36 @@ quiet() { tr '\r' '\n' | grep -v -E "(it|img|view)/s\]$" || true; }
 for f in "$T" "$M" "$DATA/taichung/val.json" "$DATA/mfish/val.json"; do
   [ -f "$f" ] || { echo "missing $f: build the splits first (MODEL_CARD.md, \"Training\")" >&2; exit 1; }
 done
-if [ ! -f "$BASE" ]; then  # the session-13 model every head-only run starts from
-  mkdir -p "$(dirname "$BASE")"
-  git show e42abc4:deepace/weights/deepace.pt > "$BASE.tmp" && mv "$BASE.tmp" "$BASE"
+if [ ! -f "$S13" ]; then  # the session-13 model whose backbone the cache holds
+  mkdir -p "$(dirname "$S13")"
+  git show e42abc4:deepace/weights/deepace.pt > "$S13.tmp" && mv "$S13.tmp" "$S13"
 fi
 if [ ! -f "$CACHE/DONE" ]; then
   log cache
-  python -u benchmarks/head_finetune.py cache --weights "$BASE" --train "$T" --train "$M" --views 2 \
+  python -u benchmarks/head_finetune.py cache --weights "$S13" --train "$T" --train "$M" --views 2 \
     --out "$CACHE" 2>&1 | quiet
   touch "$CACHE/DONE"
+fi
+if [ -n "${HEADS:-}" ] && [ ! -f "$OUT/heads/model.pt" ]; then
+  mkdir -p "$OUT/heads" && cp "$HEADS" "$OUT/heads/model.pt"
 fi
 if [ ! -f "$OUT/heads/model.pt" ]; then
   log train
   python -u benchmarks/head_finetune.py train --weights "$BASE" --cache "$CACHE" --iterations "$ITERATIONS" \
-    --lr 0.001 --warmup 100 --seed "${TRAIN_SEED:-18}" --repeat "$M=3" --set model.repulsion=tnrl \
+    --part "$PART" --lr "${LR:-0.001}" --warmup 100 --seed "${TRAIN_SEED:-18}" --repeat "$M=3" \
+    --set model.repulsion=tnrl \
     --set model.repulsion_weight=5.0 --set model.repulsion_all_stages=true "$@" --resume --out "$OUT/heads" \
     >> "$OUT/train.log"
 fi
 if [ ! -f "$OUT/candidates.pt" ]; then
   log candidates
   python -u benchmarks/head_finetune.py candidates --weights "$OUT/heads/model.pt" --cache "$CACHE" \
-    --out "$OUT/candidates.tmp.pt" 2>&1 | quiet | tail -2
+    "${FRESH[@]}" "$@" --out "$OUT/candidates.tmp.pt" 2>&1 | quiet | tail -2
   mv "$OUT/candidates.tmp.pt" "$OUT/candidates.pt"
 fi
 if [ ! -f "$OUT/rescored.pt" ]; then
   log rescorer
-  deepace train-rescorer "$OUT/heads/model.pt" --train "$T" --train "$M" --set model.rpn_post_nms_top_n_test=400 \
+  deepace train-rescorer "$OUT/heads/model.pt" --train "$T" --train "$M" --set model.rpn_post_nms_top_n_test=400 "$@" \
     --cache "$OUT/candidates.pt" --calibrate-on "$DATA/taichung/val.json" --calibrate-on "$DATA/mfish/val.json" \
     --out "$OUT/rescored.pt" 2>&1 | quiet > "$OUT/rescorer.log"
   tail -4 "$OUT/rescorer.log"
@@ -77,11 +90,14 @@ for s in 0 1 -1; do
   python benchmarks/case_level.py --gt "$G" --pred "$P" --shift "$s" --cells "${CELLS:-20}"
 done > "$OUT/case_level.txt"
 python benchmarks/error_analysis.py --gt "$G" --pred "$P" > "$OUT/error_analysis.txt"
+log candidate recall
+python benchmarks/candidate_recall.py --coco "$G" --weights "$OUT/rescored.pt" 2>&1 | quiet \
+  > "$OUT/candidate_recall.txt"
 log box drift
 python benchmarks/box_drift.py --coco "$G" --weights "$OUT/heads/model.pt" 2>&1 | quiet > "$OUT/box_drift.txt"
 log rescorer fits
 python -u benchmarks/rescorer_variants.py --weights "$OUT/rescored.pt" --train-cache "$OUT/candidates.pt" \
-  --val "$G" --val "$DATA/mfish/val.json" --set model.rpn_post_nms_top_n_test=400 --seeds "$SEEDS" 2>&1 \
+  --val "$G" --val "$DATA/mfish/val.json" --set model.rpn_post_nms_top_n_test=400 "$@" --seeds "$SEEDS" 2>&1 \
   | quiet > "$OUT/rescorer_fits.txt"
 python benchmarks/fit_ranges.py "$OUT" > "$OUT/fit_ranges.md"  # as BENCHMARKS.md quotes them
 log done

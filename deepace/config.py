@@ -71,6 +71,11 @@ class ModelConfig:
     # greedy: decide in falling score, each box against the higher-scored ones kept (rescorer.py); set:
     # decide all at once, each box against every box it overlaps (set_rescorer.py)
     rescorer_kind: str = "greedy"
+    # Also offer the rescorer each proposal that the head stages moved away from itself (its final box
+    # overlaps it at IoU below this), scored by the first stage (which read it): in 8% of G-band cells
+    # the stages pull every box of a chromosome onto a neighbour (BENCHMARKS.md, "Session 15: where the
+    # shipped model loses whole cells"). None: the refined boxes only.
+    rescorer_proposal_iou: float | None = None
     box_score_thresh: float = 0.05  # detections kept down to this score (for AP); counting uses its own
     detections_per_img: int = 150
     # Pre-processing (§3.2)

@@ -92,8 +92,13 @@ def in_image_pixels(candidates: Candidates, scale_x: float, scale_y: float) -> C
     `scale_y`), on the CPU."""
     to_image = torch.tensor([scale_x, scale_y] * 2)
     embeddings = None if candidates.embeddings is None else candidates.embeddings.cpu()
+    origin = None if candidates.origin is None else candidates.origin.cpu()
     return Candidates(
-        candidates.boxes.cpu() * to_image, candidates.stage_scores.cpu(), candidates.scores.cpu(), embeddings
+        candidates.boxes.cpu() * to_image,
+        candidates.stage_scores.cpu(),
+        candidates.scores.cpu(),
+        embeddings,
+        origin,
     )
 
 

@@ -148,23 +148,74 @@ def decisions_both_ways(rescorer: OverlapRescorer, c: Candidates) -> None:
         low, high = (low, middle) if accepted else (middle, high)
 
 
-@pytest.mark.parametrize("appearance", [False, True])
-def test_the_greedy_pass_equals_the_plain_one_to_the_bit(appearance: bool) -> None:
+@pytest.mark.parametrize(("appearance", "origin"), [(False, False), (True, False), (False, True)])
+def test_the_greedy_pass_equals_the_plain_one_to_the_bit(appearance: bool, origin: bool) -> None:
     for seed in range(6):
         torch.manual_seed(seed)
-        rescorer = OverlapRescorer(num_stages=3, appearance=appearance).eval()
+        rescorer = OverlapRescorer(num_stages=3, appearance=appearance, origin=origin).eval()
         n = 40
         corners = torch.rand(n, 2) * 120  # a crowded cell: most boxes overlap several others
         boxes = torch.cat([corners, corners + 15 + torch.rand(n, 2) * 50], dim=1)
         scores = torch.rand(n).sort(descending=True).values
         embeddings = torch.randn(n, 16).half() if appearance else None
-        c = Candidates(boxes, torch.rand(n, 3), scores, embeddings)
+        origins = torch.stack([(torch.rand(n) < 0.3).float(), torch.rand(n)], dim=1) if origin else None
+        c = Candidates(boxes, torch.rand(n, 3), scores, embeddings, origins)
         decisions_both_ways(rescorer, c)
         expected = plain_greedy_pass(rescorer, c)
         assert 0 < int((expected >= ACCEPT_PROBABILITY).sum()) < n  # decisions both ways
         assert torch.equal(rescorer(c), expected)
-    one = Candidates(boxes[:1], torch.rand(1, 3), scores[:1], None if embeddings is None else embeddings[:1])
+    one = Candidates(
+        boxes[:1],
+        torch.rand(1, 3),
+        scores[:1],
+        None if embeddings is None else embeddings[:1],
+        None if origins is None else origins[:1],
+    )
     assert torch.equal(rescorer(one), plain_greedy_pass(rescorer, one))
+
+
+def test_proposals_the_stages_moved_away_join_the_candidates_scored_by_the_first_stage() -> None:
+    from deepace.models.roi_heads import with_moved_proposals
+
+    kept_in_place = [100.0, 102.0, 140.0, 200.0]  # refined to A: IoU 0.98
+    pulled_off = [100.0, 60.0, 140.0, 160.0]  # refined onto B: IoU 35 / 165
+    refined = torch.tensor([CHROMOSOME_A, CHROMOSOME_B])
+    first, last = logits_for([0.8, 0.6]), logits_for([0.9, 0.95])
+    boxes, logits, origin = with_moved_proposals(
+        refined, torch.tensor([kept_in_place, pulled_off]), [first, last], 0.7
+    )
+    assert boxes.tolist() == [CHROMOSOME_A, CHROMOSOME_B, pulled_off]
+    for stage, own in zip(
+        logits, (first, last), strict=True
+    ):  # the proposal: what the first stage said of it
+        assert torch.equal(stage, torch.cat([own, first[1:]]))
+    assert origin[:, 0].tolist() == [0.0, 0.0, 1.0]
+    assert torch.allclose(origin[:, 1], torch.tensor([98 / 100, 35 / 165, 35 / 165]), atol=1e-4)
+    selected = select_candidates(boxes, logits, 0.05, 0.8, origin=origin)
+    assert selected.origin is not None and selected.origin[:, 0].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_a_detector_offering_moved_proposals_rescores_them() -> None:
+    torch.manual_seed(0)
+    config = tiny_config(
+        fpn=True, head="fc", repulsion="none", cascade_ious=(0.6,), rescorer=True, rescorer_proposal_iou=1.01
+    ).model
+    model = build_detector(config).eval()
+    images = [torch.rand(3, 128, 128)]
+    with torch.no_grad():
+        images_t, _ = model.transform(images)
+        features = model.backbone(images_t.tensors)
+        proposals, _ = model.rpn(images_t, features)
+        found = model.roi_heads.candidates(features, proposals, images_t.image_sizes)[0]
+        out = model(images)[0]
+    assert found.origin is not None and bool((found.origin[:, 0] == 1).any())  # IoU < 1.01: every proposal
+    assert len(found.boxes) > 0 and len(out["boxes"]) <= len(found.boxes)
+    with pytest.raises(ValueError, match="set rescorer"):
+        build_detector(
+            tiny_config(
+                fpn=True, head="fc", rescorer=True, rescorer_kind="set", rescorer_proposal_iou=0.7
+            ).model
+        )
 
 
 def test_detector_with_a_rescorer_predicts_and_round_trips() -> None:

@@ -109,6 +109,7 @@ class DeepACE(GeneralizedRCNN):
             rescorer=build_rescorer(config) if config.rescorer else None,
             candidate_iou=config.rescorer_candidate_iou,
             candidate_floor=config.rescorer_score_floor,
+            candidate_proposal_iou=config.rescorer_proposal_iou,
             karyotype_weight=config.karyotype_weight,
             **cascade,
         )
@@ -119,12 +120,17 @@ class DeepACE(GeneralizedRCNN):
 def build_rescorer(config: ModelConfig) -> OverlapRescorer | SetRescorer:
     stages = 1 + len(config.cascade_ious)
     if config.rescorer_kind == "set":
-        if config.rescorer_appearance:
-            raise ValueError("the set rescorer reads no RoI features: rescorer_appearance must be false")
+        if config.rescorer_appearance or config.rescorer_proposal_iou is not None:
+            raise ValueError(
+                "the set rescorer reads neither RoI features nor box origins: rescorer_appearance must be "
+                "false and rescorer_proposal_iou None"
+            )
         return SetRescorer(stages)
     if config.rescorer_kind != "greedy":
         raise ValueError(f"unknown rescorer_kind {config.rescorer_kind!r} (greedy | set)")
-    return OverlapRescorer(stages, appearance=config.rescorer_appearance)
+    return OverlapRescorer(
+        stages, appearance=config.rescorer_appearance, origin=config.rescorer_proposal_iou is not None
+    )
 
 
 def anchor_generator(config: ModelConfig) -> AnchorGenerator:

@@ -40,6 +40,9 @@ class Candidates:
     scores: Tensor  # (N,): the detector's score (softmax of the stages' mean logits)
     # (N, D): the last head stage's RoI feature of each box, when the rescorer compares appearances
     embeddings: Tensor | None = None
+    # (N, 2), with model.rescorer_proposal_iou: 1 for a proposal the head stages moved away (0 for a
+    # refined box), and the IoU between the proposal and its refined box (roi_heads.with_moved_proposals)
+    origin: Tensor | None = None
 
 
 def select_candidates(
@@ -48,17 +51,19 @@ def select_candidates(
     score_floor: float,
     candidate_iou: float,
     embeddings: Tensor | None = None,
+    origin: Tensor | None = None,
 ) -> Candidates:
     """Boxes scoring at least `score_floor`, near-identical ones merged by NMS at `candidate_iou`, by
     falling score. `stage_logits`: each stage's (N, 2) class logits for `boxes`;
-    `embeddings`: their (N, D) RoI features, kept for the same boxes."""
+    `embeddings`: their (N, D) RoI features, and `origin` (Candidates.origin), kept for the same boxes."""
     scores = torch.stack(list(stage_logits)).mean(dim=0).softmax(dim=-1)[:, 1]
     stage_scores = torch.stack([logits.softmax(dim=-1)[:, 1] for logits in stage_logits], dim=1)
     keep = torch.where(scores >= score_floor)[0]
     keep = keep[remove_small_boxes(boxes[keep], 1e-2)]
     keep = keep[nms(boxes[keep], scores[keep], candidate_iou)]
     chosen = None if embeddings is None else embeddings[keep].half()  # fp16: a cosine needs no more
-    return Candidates(boxes[keep], stage_scores[keep], scores[keep], chosen)
+    kept_origin = None if origin is None else origin[keep]
+    return Candidates(boxes[keep], stage_scores[keep], scores[keep], chosen, kept_origin)
 
 
 def pair_geometry(candidates: Candidates) -> tuple[Tensor, ...]:
@@ -91,16 +96,16 @@ def box_features(candidates: Candidates, geometry: tuple[Tensor, ...]) -> Tensor
     side = wh.prod(dim=1).sqrt()
     confident = scores >= 0.5
     reference = side[confident].median() if bool(confident.any()) else side.median()
-    return torch.cat(
-        [
-            scores[:, None],
-            candidates.stage_scores,
-            torch.log(wh / reference),
-            torch.log(wh.max(dim=1).values / wh.min(dim=1).values)[:, None],
-            overlap_features(higher_scored(len(boxes), boxes.device), geometry, scores),
-        ],
-        dim=1,
-    )
+    columns = [
+        scores[:, None],
+        candidates.stage_scores,
+        torch.log(wh / reference),
+        torch.log(wh.max(dim=1).values / wh.min(dim=1).values)[:, None],
+        overlap_features(higher_scored(len(boxes), boxes.device), geometry, scores),
+    ]
+    if candidates.origin is not None:
+        columns.append(candidates.origin)
+    return torch.cat(columns, dim=1)
 
 
 def overlap_features(mask: Tensor, geometry: tuple[Tensor, ...], scores: Tensor) -> Tensor:
@@ -184,18 +189,22 @@ def relation_features(candidates: Candidates, accepted: Tensor) -> Tensor:
     )
 
 
-def feature_count(num_stages: int, appearance: bool = False) -> int:
-    return 1 + num_stages + 2 + 1 + 2 * (8 if appearance else 7)
+def feature_count(num_stages: int, appearance: bool = False, origin: bool = False) -> int:
+    return 1 + num_stages + 2 + 1 + 2 * (8 if appearance else 7) + (2 if origin else 0)
 
 
 class OverlapRescorer(nn.Module):
     """The perceptron and its input normalisation (set from the training features by `fit_rescorer`).
-    With `appearance`, the candidates must carry embeddings (their RoI features)."""
+    With `appearance`, the candidates must carry embeddings (their RoI features); with `origin`, their
+    origin (moved proposals among them, model.rescorer_proposal_iou)."""
 
-    def __init__(self, num_stages: int, hidden: int = 64, appearance: bool = False) -> None:
+    def __init__(
+        self, num_stages: int, hidden: int = 64, appearance: bool = False, origin: bool = False
+    ) -> None:
         super().__init__()
         self.appearance = appearance
-        n_in = feature_count(num_stages, appearance)
+        self.origin = origin
+        n_in = feature_count(num_stages, appearance, origin)
         self.register_buffer("feature_mean", torch.zeros(n_in))
         self.register_buffer("feature_std", torch.ones(n_in))
         self.net = nn.Sequential(

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import box_iou, clip_boxes_to_image
+from torchvision.ops import box_area, box_iou, clip_boxes_to_image
 
 from deepace.data.karyotype import NUM_KARYOTYPE_CLASSES
 from deepace.models.hnas import HardNegativeAnchorSampler
@@ -40,6 +40,7 @@ class DeepACERoIHeads(RoIHeads):
         rescorer: OverlapRescorer | SetRescorer | None = None,
         candidate_iou: float = 0.8,
         candidate_floor: float = 0.01,
+        candidate_proposal_iou: float | None = None,
         karyotype_weight: float = 0.0,
         **kwargs,
     ) -> None:
@@ -50,6 +51,7 @@ class DeepACERoIHeads(RoIHeads):
         self.rescorer = rescorer
         self.candidate_iou = candidate_iou
         self.candidate_floor = candidate_floor
+        self.candidate_proposal_iou = candidate_proposal_iou
         if hard_negative_iou is not None:
             # Proposals between the thresholds get torchvision's "ignore" label -1, which the HNAS sampler
             # reads as "hard negative"; select_training_samples turns them back into background (0).
@@ -135,18 +137,28 @@ class DeepACERoIHeads(RoIHeads):
     def candidates(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
     ) -> list[Candidates]:
-        """Per image, the rescorer's candidates: boxes above the score floor after a loose NMS."""
+        """Per image, the rescorer's candidates: boxes above the score floor after a loose NMS; with
+        `candidate_proposal_iou`, also the proposals the stages moved away (`with_moved_proposals`)."""
         boxes, stage_logits, embeddings = self.stage_outputs(features, proposals, image_shapes)
         sizes = [len(b) for b in boxes]
         per_stage = [logits.split(sizes) for logits in stage_logits]
         appearance = self.rescorer is not None and self.rescorer.appearance
         per_image = embeddings.flatten(1).split(sizes) if appearance else [None] * len(boxes)
-        return [
-            select_candidates(
-                b, [logits[i] for logits in per_stage], self.candidate_floor, self.candidate_iou, per_image[i]
+        found = []
+        for i, image_boxes in enumerate(boxes):
+            logits, origin = [stage[i] for stage in per_stage], None
+            if self.candidate_proposal_iou is not None:
+                if appearance:
+                    raise ValueError("moved proposals carry no RoI features of their own")
+                image_boxes, logits, origin = with_moved_proposals(
+                    image_boxes, proposals[i], logits, self.candidate_proposal_iou
+                )
+            found.append(
+                select_candidates(
+                    image_boxes, logits, self.candidate_floor, self.candidate_iou, per_image[i], origin
+                )
             )
-            for i, b in enumerate(boxes)
-        ]
+        return found
 
     def rescored_detections(
         self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
@@ -186,6 +198,28 @@ class DeepACERoIHeads(RoIHeads):
             out_scores.append(decayed)
             out_labels.append(lab[keep])
         return out_boxes, out_scores, out_labels
+
+
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of each box in `a` with the box at the same row of `b` (both (N, 4))."""
+    lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    return inter / (box_area(a) + box_area(b) - inter).clamp(min=1e-6)
+
+
+def with_moved_proposals(
+    boxes: Tensor, proposals: Tensor, stage_logits: list[Tensor], below_iou: float
+) -> tuple[Tensor, list[Tensor], Tensor]:
+    """The refined `boxes` followed by each proposal they moved away from (its own refined box overlaps
+    it at IoU < `below_iou`), every stage's logits for those taken from the first stage (the only one that
+    read the proposal itself), and each row's origin: (1 for a proposal, IoU of proposal and refined
+    box)."""
+    own = paired_iou(boxes, proposals)
+    moved = own < below_iou
+    logits = [torch.cat([stage, stage_logits[0][moved]]) for stage in stage_logits]
+    kind = torch.cat([torch.zeros_like(own), torch.ones_like(own[moved])])
+    origin = torch.stack([kind, torch.cat([own, own[moved]])], dim=1)
+    return torch.cat([boxes, proposals[moved]]), logits, origin
 
 
 def new_karyotype_classifier(heads: RoIHeads) -> nn.Linear:
