@@ -154,6 +154,7 @@ def main() -> None:
         train = relabelled(train, [r for coco in args.train_coco for r in read_coco(coco)], args.label_iou)
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     appearance = detector.config.model.rescorer_appearance
+    origin = detector.config.model.rescorer_proposal_iou is not None
     rescorers: dict[int | str, OverlapRescorer | SetRescorer | MeanOfFits] = {}
     for hidden in args.hidden:
         fits = []
@@ -163,7 +164,7 @@ def main() -> None:
                 fit = SetRescorer(stages, hidden)
                 result = fit_set_rescorer(fit, train, epochs=args.epochs or 8, seed=seed, progress=False)
             else:
-                fit = OverlapRescorer(stages, hidden, appearance)
+                fit = OverlapRescorer(stages, hidden, appearance, origin)
                 result = fit_rescorer(fit, train, epochs=args.epochs or 30, seed=seed, progress=False)
             print(f"{args.kind}, hidden {hidden}, seed {seed}: {result}", flush=True)
             fits.append(fit)
@@ -174,7 +175,7 @@ def main() -> None:
         if args.own_decisions and args.kind == "greedy":
             features, labels = training_features(train)
             features = torch.cat([features, own_decision_features(rescorer, train)])
-            second = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance)
+            second = OverlapRescorer(len(train[0].candidates.stage_scores[0]), hidden, appearance, origin)
             labels = torch.cat([labels, labels])
             result = fit_on_features(second, features, labels, args.epochs or 30, progress=False)
             print(f"hidden {hidden}, own decisions too: {result}")
