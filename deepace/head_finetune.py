@@ -1,5 +1,5 @@
 """Fine-tuning the head stages alone, on backbone features and RPN proposals computed once (not in the
-paper; `deepace train-heads`).
+paper; `deepace train-heads`); the RPN's head can be trained alone on the same cache (`part='rpn'`).
 
 A full-resolution training iteration takes ~3.4 s on a 2-core CPU, of which the three head stages' forward
 and backward are ~0.4 s: with the backbone and RPN frozen and their outputs cached, the heads see about

@@ -27,6 +27,12 @@ def intersection_area(a: Tensor, b: Tensor) -> Tensor:
     return wh[:, 0] * wh[:, 1]
 
 
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise IoU of two (N, 4) box sets."""
+    inter = intersection_area(a, b)
+    return inter / (_area(a) + _area(b) - inter).clamp(min=_EPS)
+
+
 def iog(a: Tensor, b: Tensor) -> Tensor:
     """IoG(A, B) = area(A ∩ B) / area(B), row-wise."""
     return intersection_area(a, b) / _area(b).clamp(min=_EPS)

@@ -16,11 +16,11 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import box_area, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from deepace.data.karyotype import NUM_KARYOTYPE_CLASSES
 from deepace.models.hnas import HardNegativeAnchorSampler
-from deepace.models.repulsion import RepulsionKind, repulsion_terms
+from deepace.models.repulsion import RepulsionKind, paired_iou, repulsion_terms
 from deepace.models.rescorer import Candidates, OverlapRescorer, select_candidates
 from deepace.models.set_rescorer import SetRescorer
 from deepace.models.soft_nms import SoftNMSMethod, soft_nms
@@ -198,13 +198,6 @@ class DeepACERoIHeads(RoIHeads):
             out_scores.append(decayed)
             out_labels.append(lab[keep])
         return out_boxes, out_scores, out_labels
-
-
-def paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of each box in `a` with the box at the same row of `b` (both (N, 4))."""
-    lt, rb = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    return inter / (box_area(a) + box_area(b) - inter).clamp(min=1e-6)
 
 
 def with_moved_proposals(
