@@ -210,6 +210,12 @@ def test_a_detector_offering_moved_proposals_rescores_them() -> None:
         out = model(images)[0]
     assert found.origin is not None and bool((found.origin[:, 0] == 1).any())  # IoU < 1.01: every proposal
     assert len(found.boxes) > 0 and len(out["boxes"]) <= len(found.boxes)
+    with pytest.raises(ValueError, match="moved proposals"):
+        build_detector(
+            tiny_config(
+                fpn=True, head="fc", rescorer=True, rescorer_appearance=True, rescorer_proposal_iou=0.7
+            ).model
+        )
     with pytest.raises(ValueError, match="set rescorer"):
         build_detector(
             tiny_config(

@@ -128,6 +128,10 @@ def build_rescorer(config: ModelConfig) -> OverlapRescorer | SetRescorer:
         return SetRescorer(stages)
     if config.rescorer_kind != "greedy":
         raise ValueError(f"unknown rescorer_kind {config.rescorer_kind!r} (greedy | set)")
+    if config.rescorer_appearance and config.rescorer_proposal_iou is not None:
+        raise ValueError(
+            "moved proposals carry no RoI features of their own: rescorer_appearance must be false"
+        )
     return OverlapRescorer(
         stages, appearance=config.rescorer_appearance, origin=config.rescorer_proposal_iou is not None
     )

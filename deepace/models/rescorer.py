@@ -203,7 +203,6 @@ class OverlapRescorer(nn.Module):
     ) -> None:
         super().__init__()
         self.appearance = appearance
-        self.origin = origin
         n_in = feature_count(num_stages, appearance, origin)
         self.register_buffer("feature_mean", torch.zeros(n_in))
         self.register_buffer("feature_std", torch.ones(n_in))

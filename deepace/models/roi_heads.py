@@ -148,8 +148,6 @@ class DeepACERoIHeads(RoIHeads):
         for i, image_boxes in enumerate(boxes):
             logits, origin = [stage[i] for stage in per_stage], None
             if self.candidate_proposal_iou is not None:
-                if appearance:
-                    raise ValueError("moved proposals carry no RoI features of their own")
                 image_boxes, logits, origin = with_moved_proposals(
                     image_boxes, proposals[i], logits, self.candidate_proposal_iou
                 )
