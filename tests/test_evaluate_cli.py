@@ -66,7 +66,7 @@ def test_json_output(tmp_path: Path, runner: CliRunner) -> None:
     assert list(out["by_iou"]) == IOU_KEYS
     for row in out["by_iou"].values():
         assert list(row) == ["AP", "WCR", "AER", "FP", "FN"]
-    assert list(out["count"]) == ["exact", "within1", "mae", "bias"]
+    assert list(out["count"]) == ["exact", "within1", "mae", "bias", "n", "exact_ci95", "within1_ci95"]
     assert list(out["coco"]) == ["mAP", "AP50"]
     # Hand values (see tests/test_metrics.py): AP 5/9, WCR 50 %, AER 2/3 at IoU 0.5; p4 fails at 0.8.
     assert out["by_iou"]["0.5"]["AP"] == pytest.approx(500 / 9)
@@ -74,7 +74,10 @@ def test_json_output(tmp_path: Path, runner: CliRunner) -> None:
     assert out["by_iou"]["0.5"]["AER"] == pytest.approx(200 / 3)
     assert (out["by_iou"]["0.8"]["FP"], out["by_iou"]["0.8"]["FN"]) == (2, 2)
     # Counts: a 2 vs expected_count 2, b 1 vs its 1 box.
-    assert out["count"] == {"exact": 100.0, "within1": 100.0, "mae": 0.0, "bias": 0.0}
+    intervals = {k: out["count"].pop(k) for k in ("exact_ci95", "within1_ci95")}
+    assert out["count"] == {"exact": 100.0, "within1": 100.0, "mae": 0.0, "bias": 0.0, "n": 2}
+    # two of two cells right: Wilson's interval still reaches down to z²/(n + z²) below 100%
+    assert intervals["exact_ci95"] == pytest.approx([100 - 100 * 1.96**2 / (2 + 1.96**2), 100.0], abs=0.01)
 
 
 def test_score_threshold_option(tmp_path: Path, runner: CliRunner) -> None:

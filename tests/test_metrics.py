@@ -16,6 +16,7 @@ from deepace.metrics import (
     evaluate_detections,
     evaluate_records,
     match_image,
+    share_interval,
 )
 
 # --------------------------------------------------------------------------- the hand-made case
@@ -200,11 +201,32 @@ def test_match_image_empty() -> None:
 def test_count_accuracy() -> None:
     out = count_accuracy([46, 45, 47, 50, 46], [46, 46, 46, 46, None])
     # errors 0, -1, +1, +4 (the image without expected count is skipped)
+    intervals = {k: out.pop(k) for k in ("exact_ci95", "within1_ci95")}
     assert out == {"exact": 25.0, "within1": 75.0, "mae": 1.5, "bias": 1.0, "n": 4}
+    # Wilson: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.96; 3 of 4 mirrors 1 of 4
+    assert intervals["exact_ci95"] == pytest.approx([4.56, 69.94], abs=0.01)
+    assert intervals["within1_ci95"] == pytest.approx([30.06, 95.44], abs=0.01)
+
+
+def test_share_interval_textbook_values() -> None:
+    # none of 10: the upper bound is z²/(n + z²); all of 10 mirrors it; the interval narrows with n
+    assert share_interval(0, 10) == pytest.approx([0.0, 100 * 1.96**2 / (10 + 1.96**2)], abs=0.01)
+    assert share_interval(10, 10) == pytest.approx([100 - 100 * 1.96**2 / (10 + 1.96**2), 100.0], abs=0.01)
+    low37, high37 = share_interval(17, 37)
+    low200, high200 = share_interval(92, 200)
+    assert low37 < 46 < high37 and high37 - low37 > 2 * (high200 - low200) * 0.9
 
 
 def test_count_accuracy_nothing_to_compare() -> None:
-    assert count_accuracy([46], [None]) == {"exact": None, "within1": None, "mae": None, "bias": None, "n": 0}
+    assert count_accuracy([46], [None]) == {
+        "exact": None,
+        "within1": None,
+        "mae": None,
+        "bias": None,
+        "n": 0,
+        "exact_ci95": None,
+        "within1_ci95": None,
+    }
     with pytest.raises(ValueError):
         count_accuracy([1, 2], [1])
 
@@ -258,7 +280,11 @@ def test_evaluate_records() -> None:
     # AP: .9 TP, .7 FP, .6 TP, .3 FP with 4 GT -> 1/4 * 1 + 1/4 * 2/3 = 5/12.
     _check(out["by_iou"]["0.5"], {"AP": 500 / 12, "WCR": 100 / 3, "AER": 75.0, "FP": 1, "FN": 2})
     # Counts: a 2 vs 2, b 1 vs 1 (box count), c 0 vs 1.
-    assert out["count"] == pytest.approx({"exact": 200 / 3, "within1": 100.0, "mae": 1 / 3, "bias": -1 / 3})
+    count = out["count"]
+    assert {k: count[k] for k in ("exact", "within1", "mae", "bias")} == pytest.approx(
+        {"exact": 200 / 3, "within1": 100.0, "mae": 1 / 3, "bias": -1 / 3}
+    )
+    assert count["n"] == 3 and count["exact_ci95"] == pytest.approx(share_interval(2, 3))
     assert set(out["coco"]) == {"mAP", "AP50"}
     assert any("no prediction" in m and "c.png" in m for m in messages)
 

@@ -67,9 +67,11 @@ def _print_report(result: dict[str, Any], records: list[ImageRecord], threshold_
     bias = "-" if c["bias"] is None else f"{c['bias']:+.2f}"
     out.print(f"Count accuracy, reference: {_count_source(records)}")
     out.print(
-        f"  exact {_fmt(c['exact'], 1)}%   within ±1 {_fmt(c['within1'], 1)}%   "
+        f"  exact {_fmt(c['exact'], 1)}% {_interval(c['exact_ci95'])}   "
+        f"within ±1 {_fmt(c['within1'], 1)}% {_interval(c['within1_ci95'])}   "
         f"MAE {_fmt(c['mae'])}   bias {bias} (predicted − expected)"
     )
+    out.print(f"  (95% intervals over {c['n']} cells, Wilson)")
     out.print(
         "After a reviewer checks the boxes flagged in a band around the threshold (kept if a chromosome):"
     )
@@ -81,6 +83,10 @@ def _print_report(result: dict[str, Any], records: list[ImageRecord], threshold_
         )
     m = result["coco"]
     out.print(f"COCO box mAP@[.5:.95] {_fmt(m['mAP'])}%   AP50 {_fmt(m['AP50'])}%   (COCO matching rule)")
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f"[{bounds[0]:.1f}–{bounds[1]:.1f}]"
 
 
 def _fail(message: str) -> typer.Exit:

@@ -11,7 +11,7 @@ import numpy as np
 from deepace.data.predictions import ImagePrediction, match_predictions
 from deepace.data.records import ImageRecord
 from deepace.metrics.coco_map import coco_map
-from deepace.metrics.counting import count_accuracy
+from deepace.metrics.counting import count_accuracy, share_interval
 from deepace.metrics.detection import (
     PAPER_IOU_THRESHOLDS,
     at_or_above,
@@ -36,11 +36,15 @@ __all__ = [
     "iou_key",
     "match_image",
     "review_effect",
+    "share_interval",
 ]
 
 # Half-widths of the band of flagged scores around the threshold that `evaluate_records` reports the
 # effect of reviewing for; 0.1 is what `deepace count` and the review page flag.
 REVIEW_MARGINS = (0.1, 0.2, 0.3)
+
+# What evaluate_records reports of count_accuracy, in this order.
+COUNT_KEYS = ("exact", "within1", "mae", "bias", "n", "exact_ci95", "within1_ci95")
 
 _EMPTY_BOXES = np.zeros((0, 4), dtype=np.float32)
 _EMPTY_SCORES = np.zeros((0,), dtype=np.float32)
@@ -81,7 +85,8 @@ def evaluate_records(
     ground-truth boxes where it is absent. Warnings go to on_warning (default: warnings.warn).
 
     Returns {"by_iou": {"0.5": {"AP", "WCR", "AER", "FP", "FN"}, ...},
-             "count": {"exact", "within1", "mae", "bias"}, "coco": {"mAP", "AP50"},
+             "count": {"exact", "within1", "mae", "bias", "n", "exact_ci95", "within1_ci95"},
+             "coco": {"mAP", "AP50"},
              "review": {"0.1": {"flagged_mean", "flagged_median", "exact", ...}, ...}}, percentages 0-100;
     "review" is the count accuracy once the boxes flagged in a band t ± m are checked (metrics.review).
     With `tune_threshold`, everything is counted at `best_count_threshold` (instead of `score_threshold`),
@@ -105,7 +110,7 @@ def evaluate_records(
     accuracy = count_accuracy(counts, expected)
     result = {
         "by_iou": evaluate_detections(gts, preds, PAPER_IOU_THRESHOLDS, thresholds),
-        "count": {key: accuracy[key] for key in ("exact", "within1", "mae", "bias")},
+        "count": {key: accuracy[key] for key in COUNT_KEYS},
         "coco": coco_map(gts, preds),
         "review": review_effect(gts, preds, thresholds, expected, REVIEW_MARGINS),
     }
