@@ -23,3 +23,15 @@ def test_review_effect_reports_flags_per_cell_and_count_accuracy_per_margin() ->
     effect = review_effect([GT, GT], [(BOXES, SCORES)] * 2, [0.5, 0.5], [3, 3], margins=[0.0, 0.5])
     assert effect["0"]["exact"] == 0.0 and effect["0"]["flagged_mean"] == 0.0
     assert effect["0.5"]["exact"] == 100.0 and effect["0.5"]["flagged_median"] == 5.0
+
+
+def test_review_effect_splits_the_models_own_counts_by_whether_a_cell_has_flags() -> None:
+    # cell 1 as above (own count 2 of 3: flags in the band); cell 2 has only the sure chromosome, right
+    sure = (BOXES[:1], SCORES[:1])
+    effect = review_effect([GT, GT[:1]], [(BOXES, SCORES), sure], [0.5, 0.5], [3, 1], margins=[0.1])["0.1"]
+    assert effect["unflagged_cells"] == 1
+    assert (effect["unflagged_exact"], effect["flagged_exact"]) == (100.0, 0.0)
+    assert effect["flagged_within1"] == 100.0  # 2 against 3
+    # a band wide enough to flag the sure box too leaves no unflagged cell
+    wide = review_effect([GT, GT[:1]], [(BOXES, SCORES), sure], [0.5, 0.5], [3, 1], margins=[0.5])["0.5"]
+    assert wide["unflagged_cells"] == 0 and wide["unflagged_exact"] is None

@@ -81,6 +81,11 @@ def _print_report(result: dict[str, Any], records: list[ImageRecord], threshold_
             f"  ±{margin}: {flagged}; exact {_fmt(r['exact'], 1)}%   "
             f"within ±1 {_fmt(r['within1'], 1)}%   MAE {_fmt(r['mae'])}"
         )
+        out.print(
+            f"      before any check, the model's count is exact in {_fmt(r['unflagged_exact'], 1)}% "
+            f"(±1 {_fmt(r['unflagged_within1'], 1)}%) of the {r['unflagged_cells']} cells with no box "
+            f"in the band, {_fmt(r['flagged_exact'], 1)}% (±1 {_fmt(r['flagged_within1'], 1)}%) of the others"
+        )
     m = result["coco"]
     out.print(f"COCO box mAP@[.5:.95] {_fmt(m['mAP'])}%   AP50 {_fmt(m['AP50'])}%   (COCO matching rule)")
 

@@ -45,19 +45,38 @@ def review_effect(
     expected: Sequence[int | None],
     margins: Sequence[float],
 ) -> dict[str, dict[str, float | None]]:
-    """Per band half-width m: flagged boxes per cell (mean and median) and count accuracy after review
-    (`count_accuracy`'s exact, within1, mae, bias). m = 0 flags nothing: the model's own counts."""
+    """Per band half-width m: flagged boxes per cell (mean and median), count accuracy after review
+    (`count_accuracy`'s exact, within1, mae, bias; m = 0 flags nothing: the model's own counts), and how
+    often the model's own count is right on the cells with no flagged box and on the others
+    ("unflagged_cells", "unflagged_exact", "unflagged_within1", "flagged_exact", "flagged_within1"): what
+    a cell without flags tells the reviewer, whether or not they check anything."""
     effect = {}
     for margin in margins:
-        counts, flagged = [], []
+        counts, flagged, own = [], [], []
         for gt, (boxes, scores), threshold in zip(gt_boxes, predictions, score_thresholds, strict=True):
             count, n_flagged = reviewed_count(gt, boxes, scores, threshold, margin)
             counts.append(count)
             flagged.append(n_flagged)
+            own.append(int((np.asarray(scores, dtype=np.float32) >= np.float32(threshold)).sum()))
         accuracy = count_accuracy(counts, expected)
+        unflagged = [n == 0 for n in flagged]
+        quiet = count_accuracy(*_where(unflagged, own, expected))
+        loud = count_accuracy(*_where([not u for u in unflagged], own, expected))
         effect[f"{margin:g}"] = {
             "flagged_mean": float(np.mean(flagged)) if flagged else None,
             "flagged_median": float(np.median(flagged)) if flagged else None,
             **{key: accuracy[key] for key in ("exact", "within1", "mae", "bias")},
+            "unflagged_cells": quiet["n"],
+            "unflagged_exact": quiet["exact"],
+            "unflagged_within1": quiet["within1"],
+            "flagged_exact": loud["exact"],
+            "flagged_within1": loud["within1"],
         }
     return effect
+
+
+def _where(
+    mask: Sequence[bool], counts: Sequence[int], expected: Sequence[int | None]
+) -> tuple[list[int], list[int | None]]:
+    chosen = [i for i, keep in enumerate(mask) if keep]
+    return [counts[i] for i in chosen], [expected[i] for i in chosen]
