@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from deepace.data.coco import read_coco
+from deepace.data.copy_paste import ChromosomeBank
+from deepace.data.dataset import prepare_image_and_stain
 from deepace.head_finetune import (
     HeadSchedule,
     average_heads,
@@ -38,7 +40,17 @@ from deepace.inference import Detector, float_weights, network_from_payload, rea
 def cache_command(args: argparse.Namespace) -> None:
     detector = Detector.load(args.weights, num_threads=2, optimise=True)
     sources = {coco: read_coco(coco) for coco in args.train}
-    cache_views(detector.model, detector.config, sources, args.views, args.out)
+    pasted = {}
+    for coco in args.paste_into:
+        bank = ChromosomeBank()
+        for record in sources[coco]:
+            gray, _ = prepare_image_and_stain(record.path, "auto", detector.config.model.preprocess_threshold)
+            bank.add_from(gray, record, limit=8)
+        print(f"{coco}: {len(bank)} isolated chromosomes to paste", flush=True)
+        pasted[coco] = bank
+    config = detector.config
+    views, out = args.views, args.out
+    cache_views(detector.model, config, sources, views, out, pasted=pasted, pasted_views=args.pasted_views)
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -101,6 +113,15 @@ def main() -> None:
     cache.add_argument("--train", type=Path, action="append", required=True)
     cache.add_argument("--views", type=int, default=2, choices=[1, 2, 3, 4])
     cache.add_argument("--out", type=Path, required=True)
+    cache.add_argument(
+        "--paste-into",
+        type=Path,
+        action="append",
+        default=[],
+        help="a --train file (G-band) whose images get --pasted-views views with its own isolated "
+        "chromosomes pasted on (deepace/data/copy_paste.py)",
+    )
+    cache.add_argument("--pasted-views", type=int, default=1)
     train = sub.add_parser("train")
     train.add_argument("--weights", type=Path, required=True)
     train.add_argument("--cache", type=Path, required=True)

@@ -28,6 +28,7 @@ from torchvision.models.detection.image_list import ImageList
 from tqdm import tqdm
 
 from deepace.config import Config
+from deepace.data.copy_paste import ChromosomeBank, paster
 from deepace.data.dataset import DetectionDataset
 from deepace.data.records import ImageRecord
 from deepace.engine import lr_factor, optimisation_step
@@ -57,27 +58,36 @@ def cache_views(
     views: int,
     folder: Path,
     progress: bool = True,
+    pasted: dict[Path, ChromosomeBank] | None = None,
+    pasted_views: int = 0,
 ) -> list[dict]:
     """Run `model`'s transform, backbone and RPN (in eval mode, as inference does) once on every view of
     every record and store what the heads need; files already there are kept (a cache is resumable).
-    `sources`: each annotation file's records. Returns and writes the index."""
+    `sources`: each annotation file's records. With `pasted`, the records of each source it names get
+    `pasted_views` more views (numbered after the flips) with chromosomes from its bank pasted on
+    (copy_paste.py; unflipped, seeded by record and view, so a cache is the same whenever it is built).
+    Returns and writes the index."""
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
+    pasted = pasted or {}
     index = []
-    total = sum(len(records) for records in sources.values()) * views
+    total = sum(len(r) * (views + (pasted_views if s in pasted else 0)) for s, r in sources.items())
     bar = tqdm(total=total, desc="caching features", unit="view", disable=not progress)
     for source, records in sources.items():
         dataset = DetectionDataset(
             records, config.model.preprocess_threshold, stain_scale=config.model.stain_scale
         )
+        extra = pasted_views if source in pasted else 0
         for i, record in enumerate(records):
-            for v, (horizontal, vertical) in enumerate(view_flips(i, views)):
+            plain = [(h, v, None) for h, v in view_flips(i, views)]
+            pastes = [(False, False, paster(pasted[source], seed=i * 1_000 + v)) for v in range(extra)]
+            for v, (horizontal, vertical, augment) in enumerate(plain + pastes):
                 name = view_file(source, i, v)
                 index.append({"file": name, "coco": str(source), "record": i, "view": v})
                 bar.update()
                 if (folder / name).exists():
                     continue
-                image, target = dataset.load(i, horizontal, vertical)
+                image, target = dataset.load(i, horizontal, vertical, augment)
                 images, targets = model.transform([image], [target])
                 features = model.backbone(images.tensors)
                 proposals, _ = model.rpn(images, features)

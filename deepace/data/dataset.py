@@ -1,4 +1,5 @@
-"""Torch dataset over ImageRecords: the paper's pre-processing and its only augmentation, flips (§3.2)."""
+"""Torch dataset over ImageRecords: the paper's pre-processing and its only augmentation, flips (§3.2); an
+optional augment (copy_paste.py) for the head-only fine-tunes' cached views."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from deepace.data.copy_paste import Augment
 from deepace.data.images import load_image_and_stain, paper_preprocess, rescale_gray
 from deepace.data.karyotype import karyotype_class
 from deepace.data.records import ImageRecord
@@ -47,10 +49,17 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def load(self, index: int, hflip: bool = False, vflip: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    def load(
+        self, index: int, hflip: bool = False, vflip: bool = False, augment: Augment | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The record's image and targets; `augment` (e.g. copy_paste.paster) changes the prepared image,
+        its boxes and their class names first, in the record's own pixels."""
         record = self.records[index]
         gray, stain = prepare_image_and_stain(record.path, self.stain, self.preprocess_threshold)
         boxes = record.boxes.astype(np.float32, copy=True)
+        names = list(record.labels or [""] * len(boxes))
+        if augment is not None:
+            gray, boxes, names = augment(gray, boxes, names)
         factor = self.stain_scale(stain) if self.stain_scale is not None else 1.0
         if factor != 1.0:
             h0, w0 = gray.shape
@@ -63,7 +72,7 @@ class DetectionDataset(Dataset):
             "labels": torch.ones(len(boxes), dtype=torch.int64),
             # 1…24 per box, 0 unknown: read only by the heads' karyotype term (model.karyotype_weight)
             "chromosome_class": torch.tensor(
-                [karyotype_class(str(name)) for name in record.labels or [""] * len(boxes)], dtype=torch.int64
+                [karyotype_class(str(name)) for name in names], dtype=torch.int64
             ).reshape(-1),
         }
         return image, target
