@@ -42,9 +42,9 @@ from deepace.models.rescorer import (
     overlap_features,
     pair_geometry,
 )
-from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_on_features, training_features
+from deepace.rescoring import detector_with_rescorer, fit_on_features, training_features
 
-from rescorer_variants import rescored, row, validation_cache  # isort: skip
+from rescorer_variants import rescored, row, validation_samples  # isort: skip
 
 
 def edge_evidence(gray: np.ndarray, boxes: np.ndarray, threshold: int = 200) -> np.ndarray:
@@ -178,12 +178,7 @@ def main() -> None:
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     validation = []
     for val in args.val:
-        records, cache = read_coco(val), validation_cache(args.train_cache, val)
-        if cache.exists():
-            samples = torch.load(cache, weights_only=False)
-        else:
-            samples = collect_candidates(detector.optimised_copy(), records)
-            torch.save(samples, cache)
+        records, samples = validation_samples(detector, args.train_cache, val)
         validation.append((val, records, samples))
     none = [torch.zeros(len(s.labels), 0) for s in train]
     variants = {

@@ -39,9 +39,9 @@ from deepace.models.rescorer import (
     box_features,
     pair_geometry,
 )
-from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_on_features, training_features
+from deepace.rescoring import detector_with_rescorer, fit_on_features, training_features
 
-from rescorer_variants import row, validation_cache  # isort: skip
+from rescorer_variants import row, validation_samples  # isort: skip
 
 PIXEL_THRESHOLD = 200
 
@@ -153,12 +153,7 @@ def main() -> None:
     detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
     validation = []
     for val in args.val:
-        records, cache = read_coco(val), validation_cache(args.train_cache, val)
-        if cache.exists():
-            samples = torch.load(cache, weights_only=False)
-        else:
-            samples = collect_candidates(detector.optimised_copy(), records)
-            torch.save(samples, cache)
+        records, samples = validation_samples(detector, args.train_cache, val)
         validation.append((val, records, samples, grays(records)))
     stages = train[0].candidates.stage_scores.shape[1]
     base, labels = training_features(train)

@@ -76,6 +76,17 @@ def validation_cache(train_cache: Path, val: Path) -> Path:
     return train_cache.with_name(f"{train_cache.stem}.val-{val.parent.name}-{val.stem}-{tag}.pt")
 
 
+def validation_samples(detector: Detector, train_cache: Path, val: Path) -> tuple[list, list]:
+    """`val`'s records and their labelled candidates, collected once with `detector` and cached beside
+    `train_cache` (`validation_cache`)."""
+    records, cache = read_coco(val), validation_cache(train_cache, val)
+    if cache.exists():
+        return records, torch.load(cache, weights_only=False)
+    samples = collect_candidates(detector.optimised_copy(), records)
+    torch.save(samples, cache)
+    return records, samples
+
+
 def unreached_share(records: list, samples: list) -> float:  # noqa: ANN001
     """The share of annotated chromosomes that no candidate box overlaps at IoU >= 0.5."""
     missed = total = 0
@@ -181,13 +192,7 @@ def main() -> None:
             print(f"hidden {hidden}, own decisions too: {result}")
             rescorers[f"{hidden}, own decisions too"] = second
     for val in args.val:
-        records = read_coco(val)
-        cache = validation_cache(args.train_cache, val)
-        if cache.exists():
-            samples = torch.load(cache, weights_only=False)
-        else:
-            samples = collect_candidates(detector.optimised_copy(), records)
-            torch.save(samples, cache)
+        records, samples = validation_samples(detector, args.train_cache, val)
         labelled = sum(int(s.labels.sum()) == len(r.boxes) for s, r in zip(samples, records, strict=True))
         print(
             f"\n{val} ({len(records)} cells; a perfect rescorer of these candidates: exact count "
