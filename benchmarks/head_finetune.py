@@ -25,7 +25,6 @@ import torch
 
 from deepace.data.coco import read_coco
 from deepace.data.copy_paste import ChromosomeBank
-from deepace.data.dataset import prepare_image_and_stain
 from deepace.head_finetune import (
     HeadSchedule,
     average_heads,
@@ -40,17 +39,19 @@ from deepace.inference import Detector, float_weights, network_from_payload, rea
 def cache_command(args: argparse.Namespace) -> None:
     detector = Detector.load(args.weights, num_threads=2, optimise=True)
     sources = {coco: read_coco(coco) for coco in args.train}
-    pasted = {}
-    for coco in args.paste_into:
-        bank = ChromosomeBank()
-        for record in sources[coco]:
-            gray, _ = prepare_image_and_stain(record.path, "auto", detector.config.model.preprocess_threshold)
-            bank.add_from(gray, record, limit=8)
+    threshold = detector.config.model.preprocess_threshold
+    pasted = {coco: ChromosomeBank.from_records(sources[coco], threshold) for coco in args.paste_into}
+    for coco, bank in pasted.items():
         print(f"{coco}: {len(bank)} isolated chromosomes to paste", flush=True)
-        pasted[coco] = bank
-    config = detector.config
-    views, out = args.views, args.out
-    cache_views(detector.model, config, sources, views, out, pasted=pasted, pasted_views=args.pasted_views)
+    cache_views(
+        detector.model,
+        detector.config,
+        sources,
+        args.views,
+        args.out,
+        pasted=pasted,
+        pasted_views=args.pasted_views,
+    )
 
 
 def train_command(args: argparse.Namespace) -> None:

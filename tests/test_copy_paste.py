@@ -47,6 +47,19 @@ def test_the_bank_keeps_the_isolated_chromosome_with_its_name() -> None:
     assert bank.pieces[0].shape == (30, 10) and (bank.pieces[0] == 50).all()
 
 
+def test_a_bank_from_records_reads_each_image_prepared_and_keeps_at_most_per_cell(tmp_path: Path) -> None:
+    gray, boxes = cell()
+    gray[0:5, 0:5] = 230  # above the paper's threshold: whitened when the image is prepared
+    Image.fromarray(gray).save(tmp_path / "c.png")
+    apart = np.array([[60, 60, 70, 90], [0, 0, 5, 5]], dtype=np.float32)
+    record = ImageRecord(
+        tmp_path / "c.png", np.concatenate([boxes, apart[1:]]), labels=["A1", "A1", "C7", "x"]
+    )
+    bank = ChromosomeBank.from_records([record, record], per_cell=1)
+    assert bank.names == ["C7", "C7"]  # the whitened corner box has no chromosome pixel left
+    assert len(ChromosomeBank.from_records([record])) == 1
+
+
 def test_ink_box_is_the_tight_box_of_chromosome_pixels() -> None:
     piece = np.full((20, 30), 255, dtype=np.uint8)
     piece[5:9, 12:20] = 120

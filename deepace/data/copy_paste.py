@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deepace.data.dataset import prepare_image_and_stain
 from deepace.data.records import ImageRecord
 
 CHROMOSOME_PIXEL = 200  # the paper's threshold: darker pixels are chromosome
@@ -44,6 +45,18 @@ class ChromosomeBank:
             if piece.size and (piece < CHROMOSOME_PIXEL).any():
                 self.pieces.append(piece.copy())
                 self.names.append(record.labels[i] if record.labels else "")
+
+    @classmethod
+    def from_records(
+        cls, records: Sequence[ImageRecord], preprocess_threshold: int | None = 200, per_cell: int = 8
+    ) -> ChromosomeBank:
+        """The isolated chromosomes of `records`' images (read and prepared as for training), at most
+        `per_cell` from each."""
+        bank = cls()
+        for record in records:
+            gray, _ = prepare_image_and_stain(record.path, "auto", preprocess_threshold)
+            bank.add_from(gray, record, limit=per_cell)
+        return bank
 
     def __len__(self) -> int:
         return len(self.pieces)

@@ -4,17 +4,20 @@ optional augment (copy_paste.py) for the head-only fine-tunes' cached views."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from deepace.data.copy_paste import Augment
 from deepace.data.images import load_image_and_stain, paper_preprocess, rescale_gray
 from deepace.data.karyotype import karyotype_class
 from deepace.data.records import ImageRecord
 from deepace.models.transform import gray_to_tensor
+
+if TYPE_CHECKING:  # copy_paste reads images through this module
+    from deepace.data.copy_paste import Augment
 
 
 def prepare_image_and_stain(

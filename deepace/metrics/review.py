@@ -50,14 +50,17 @@ def review_effect(
     often the model's own count is right on the cells with no flagged box and on the others
     ("unflagged_cells", "unflagged_exact", "unflagged_within1", "flagged_exact", "flagged_within1"): what
     a cell without flags tells the reviewer, whether or not they check anything."""
+    own = [
+        int((np.asarray(scores, dtype=np.float32) >= np.float32(threshold)).sum())
+        for (_boxes, scores), threshold in zip(predictions, score_thresholds, strict=True)
+    ]
     effect = {}
     for margin in margins:
-        counts, flagged, own = [], [], []
+        counts, flagged = [], []
         for gt, (boxes, scores), threshold in zip(gt_boxes, predictions, score_thresholds, strict=True):
             count, n_flagged = reviewed_count(gt, boxes, scores, threshold, margin)
             counts.append(count)
             flagged.append(n_flagged)
-            own.append(int((np.asarray(scores, dtype=np.float32) >= np.float32(threshold)).sum()))
         accuracy = count_accuracy(counts, expected)
         unflagged = [n == 0 for n in flagged]
         quiet = count_accuracy(*_where(unflagged, own, expected))
