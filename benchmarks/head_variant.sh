@@ -15,7 +15,8 @@
 # the heads start from the base model's weights, so it sets the data order and RoI sampling), SEEDS
 # (rescorer fits, default 5), LR (default 0.001), PART (heads, the default, or rpn: train the RPN head
 # instead, then propose again on the cached features for the rescorer's candidates), BASE (the model to
-# start from, default the session-13 model; its backbone must be the cache's), HEADS (a model whose
+# start from, default the session-13 model; its backbone must be the cache's: a CACHE not built yet is
+# built from BASE), HEADS (a model whose
 # heads are trained already, e.g. the shipped one: no training, the rest of the chain on it). The
 # overrides reach every step (e.g. --set model.rescorer_proposal_iou=0.6 changes the candidates). Outputs
 # go to $RUNS/variants/NAME/. A smoke test: small DATA splits, another
@@ -50,7 +51,7 @@ if [ ! -f "$S13" ]; then  # the session-13 model whose backbone the cache holds
 fi
 if [ ! -f "$CACHE/DONE" ]; then
   log cache
-  python -u benchmarks/head_finetune.py cache --weights "$S13" --train "$T" --train "$M" --views 2 \
+  python -u benchmarks/head_finetune.py cache --weights "$BASE" --train "$T" --train "$M" --views 2 \
     --out "$CACHE" 2>&1 | quiet
   touch "$CACHE/DONE"
 fi
