@@ -83,6 +83,12 @@ class ModelConfig:
     # than Taichung's G-band ones. Fluorescence images are enlarged by this factor before input_scale.
     fluorescence_scale: float = 1.0
     preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
+    # Fluorescence images whose counted chromosomes come out lighter than this grey level are counted again
+    # with their ink scaled so that they reach faint_fluorescence_target (deepace/faint.py; not in the
+    # paper). With the shipped model, 160 is about the 90th percentile of the M-FISH training cells' level
+    # (158.6; validation cells 148.4) and 124 their upper quartile. None: one pass.
+    faint_fluorescence_level: float | None = 160.0
+    faint_fluorescence_target: float = 124.0
     # The median chromosome width of the training cells in original pixels (deepace.magnification), for
     # brightfield and fluorescence images: Taichung 14.4, M-FISH 13.4 (BENCHMARKS.md, "Other
     # magnifications"). `deepace count` advises --magnification when a batch is far from it; `deepace train`

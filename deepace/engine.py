@@ -108,9 +108,9 @@ def predict_records_with_stains(
     """Each record's prediction and the stain its image was read as."""
     out = []
     for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
-        gray, stain = detector.prepare_with_stain(record.path)
-        boxes, scores = detector.predict_gray(gray, stain)
-        out.append((ImagePrediction(record.path, boxes, scores, detector.threshold_for(stain)), stain))
+        found = detector.detect(record.path)
+        threshold = detector.threshold_for(found.stain)
+        out.append((ImagePrediction(record.path, found.boxes, found.scores, threshold), found.stain))
     return out
 
 

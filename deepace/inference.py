@@ -25,6 +25,9 @@ class CellResult:
     # k when the image was enlarged k times by repeating pixels, which the model miscounts
     # (deepace.magnification.pixel_repetition); 1 otherwise
     pixel_repetition: int = 1
+    # set when a faint fluorescence image was counted again darkened: its first pass's chromosome grey level
+    # (Detector.detect, deepace/faint.py)
+    faint_ink_level: float | None = None
 
     @property
     def count(self) -> int:
@@ -36,6 +39,19 @@ class CellResult:
         """Detections whose score lies in the band around the threshold: the ones a reviewer should check."""
         lo, hi = self.low_confidence_band
         return int(((self.scores >= lo) & (self.scores < hi)).sum())
+
+
+@dataclass
+class Detection:
+    """`Detector.detect`'s result: the pre-processed image the boxes were found in, the stain it was read
+    as, boxes (N, 4) in its pixels and their scores by falling score. `ink_level`: set when the image was
+    faint and detected again darkened (deepace/faint.py), the first pass's grey level of its chromosomes."""
+
+    gray: np.ndarray
+    stain: str
+    boxes: np.ndarray
+    scores: np.ndarray
+    ink_level: float | None = None
 
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "deepace.pt"
@@ -193,6 +209,30 @@ class Detector:
 
         return prepare_image_and_stain(path, stain, self.config.model.preprocess_threshold)
 
+    def detect(self, path: Path, stain: str = "auto", magnification: float = 1.0) -> Detection:
+        """Read, pre-process and detect one image; a faint fluorescence image is detected again with its
+        chromosomes darkened (deepace/faint.py, `ModelConfig.faint_fluorescence_level`)."""
+        from deepace.data.images import load_image_and_stain, paper_preprocess
+        from deepace.faint import darkened, ink_level
+
+        model_config = self.config.model
+        raw, stain = load_image_and_stain(path, stain)
+
+        def prepared(gray: np.ndarray) -> np.ndarray:
+            threshold = model_config.preprocess_threshold
+            return gray if threshold is None else paper_preprocess(gray, threshold)
+
+        gray = prepared(raw)
+        boxes, scores = self.predict_gray(gray, stain, magnification)
+        level = model_config.faint_fluorescence_level
+        if stain == "fluorescence" and level is not None:
+            ink = ink_level(raw, boxes, scores, self.threshold_for(stain))
+            if ink is not None and ink > level:
+                gray = prepared(darkened(raw, ink, model_config.faint_fluorescence_target))
+                boxes, scores = self.predict_gray(gray, stain, magnification)
+                return Detection(gray, stain, boxes, scores, ink_level=ink)
+        return Detection(gray, stain, boxes, scores)
+
     def predict_gray(
         self, gray: np.ndarray, stain: str = "brightfield", magnification: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +295,7 @@ class Counter:
 
         path = Path(path)
         try:
-            gray, stain = self.detector.prepare_with_stain(path, self.stain)
+            found = self.detector.detect(path, self.stain, self.magnification)
         except (ImageReadError, OSError, ValueError) as exc:
             return CellResult(
                 image=path,
@@ -265,17 +305,17 @@ class Counter:
             )
         from deepace.magnification import pixel_repetition
 
-        threshold = self.threshold_for(stain)
-        boxes, scores = self.detector.predict_gray(gray, stain, self.magnification)
+        threshold = self.threshold_for(found.stain)
         return CellResult(
             image=path,
-            width=gray.shape[1],
-            height=gray.shape[0],
-            boxes=boxes,
-            scores=scores,
+            width=found.gray.shape[1],
+            height=found.gray.shape[0],
+            boxes=found.boxes,
+            scores=found.scores,
             score_threshold=threshold,
             low_confidence_band=self.band_for(threshold),
-            pixel_repetition=pixel_repetition(gray),  # pointwise pre-processing keeps the blocks
+            pixel_repetition=pixel_repetition(found.gray),  # pointwise pre-processing keeps the blocks
+            faint_ink_level=found.ink_level,
         )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:

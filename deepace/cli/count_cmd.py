@@ -92,6 +92,7 @@ def count_command(
     counted = [r.image for r in results if not r.error]
     warn_about_magnification(counter, counted, err)
     warn_about_repeated_pixels(results, err)
+    note_faint_images(results, err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
     if out is not None:
         _write_annotated(results, out)
@@ -133,6 +134,18 @@ def warn_about_repeated_pixels(results, console: Console, listed: int = 5) -> No
         )
     if len(blocky) > listed:
         console.print(f"[yellow]warning: {len(blocky) - listed} more images look enlarged that way.[/yellow]")
+
+
+def note_faint_images(results, console: Console) -> None:  # noqa: ANN001
+    """Say which fluorescence images were faint and counted again with darkened chromosomes
+    (CellResult.faint_ink_level, deepace/faint.py)."""
+    faint = [r for r in results if not r.error and r.faint_ink_level is not None]
+    if faint:
+        names = ", ".join(_display_name(r.image) for r in faint[:5]) + (" …" if len(faint) > 5 else "")
+        console.print(
+            f"note: {len(faint)} faint fluorescence image(s) counted again with their chromosomes darkened "
+            f"(the paper's pre-processing whitens faint chromosomes): {names}"
+        )
 
 
 def _missing(path: Path):  # noqa: ANN202

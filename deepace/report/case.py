@@ -181,6 +181,8 @@ def write_model_json(
             meta["error"] = r.error
         if r.pixel_repetition > 1:
             meta["pixel_repetition"] = int(r.pixel_repetition)
+        if r.faint_ink_level is not None:
+            meta["faint_ink_level"] = float(r.faint_ink_level)
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
         if r.width and r.height:
             entry["width"], entry["height"] = int(r.width), int(r.height)
@@ -235,6 +237,7 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             low_confidence_band=(float(band[0]), float(band[1])),
             error=meta.get("error"),
             pixel_repetition=int(meta.get("pixel_repetition", 1)),
+            faint_ink_level=meta.get("faint_ink_level"),
         )
     return out
 

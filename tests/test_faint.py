@@ -1,0 +1,114 @@
+"""Faint fluorescence spreads (deepace/faint.py): dim chromosomes next to bright nuclei come out light grey
+after the stretch and would be whitened by the paper's pre-processing; the detector counts such an image
+again with its ink scaled up, and leaves every other image as it is."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepace.faint import darkened, ink_level
+from deepace.inference import CellResult, Detector
+from tests.helpers_detection import tiny_config
+
+BAR = (slice(20, 44), slice(30, 36))  # rows, columns of the chromosome-like bar
+BAR_BOX = [28.0, 18.0, 38.0, 46.0]  # x1, y1, x2, y2 around it
+
+
+def test_darkened_maps_the_level_to_the_target_keeps_white_and_saturates_black() -> None:
+    gray = np.array([[255, 220, 180, 100, 0]], np.uint8)
+    out = darkened(gray, level=220, target=150)
+    assert out[0, 0] == 255  # background stays white
+    assert out[0, 1] == 150  # the level reaches the target
+    assert out[0, 2] == round(255 - (255 - 180) * 3.0)  # every ink value scaled by (255-150)/(255-220) = 3
+    assert out[0, 3] == 0 and out[0, 4] == 0  # darker ones saturate at black
+    assert (np.diff(out[0].astype(int)) <= 0).all()  # order kept
+    with pytest.raises(ValueError):
+        darkened(gray, level=150, target=160)  # that would lighten
+
+
+def test_ink_level_reads_the_darker_quarter_of_the_counted_boxes_only() -> None:
+    gray = np.full((40, 40), 255, np.uint8)
+    gray[5:15, 5:10] = 200  # a pale chromosome filling half of its box
+    gray[25:35, 25:30] = 20  # a dark one, in a box scoring below the threshold
+    boxes = np.array([[5, 5, 15, 15], [25, 25, 35, 35]], np.float32)
+    scores = np.array([0.9, 0.2], np.float32)
+    assert ink_level(gray, boxes, scores, threshold=0.5) == 200.0  # the dark box is not counted
+    assert ink_level(gray, boxes, scores, threshold=0.1) == pytest.approx(
+        np.percentile(np.concatenate([gray[5:15, 5:15].ravel(), gray[25:35, 25:35].ravel()]), 25)
+    )
+    assert ink_level(gray, boxes, scores, threshold=0.95) is None  # nothing counted
+    # boxes reaching past the border are clipped to it (not wrapped round by negative indices)
+    corner = np.full((40, 40), 255, np.uint8)
+    corner[:3, :3] = 0
+    assert ink_level(corner, np.array([[-5, -5, 3, 3]], np.float32), np.array([0.9]), 0.5) == 0.0
+
+
+class _RecordingModel(torch.nn.Module):
+    """One box around the bar with score 0.9, whatever it is given; keeps each input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.inputs.append(images[0])
+        return [{"boxes": torch.tensor([BAR_BOX]), "scores": torch.tensor([0.9])}]
+
+
+def _dapi(tmp_path: Path, bar: int, name: str) -> Path:
+    """A fluorescence image: a bar of grey `bar` on a dark background, and a saturated nucleus that sets
+    the top of the stretch."""
+    raw = np.full((60, 80), 5, np.uint8)
+    raw[BAR] = bar
+    raw[2:14, 60:76] = 250  # the nucleus: 4% of the pixels
+    path = tmp_path / name
+    Image.fromarray(raw).save(path)
+    return path
+
+
+def _detector() -> tuple[Detector, _RecordingModel]:
+    config = tiny_config()
+    config.model.fluorescence_scale = 1.0
+    model = _RecordingModel()
+    return Detector(model, config, score_threshold=0.5), model
+
+
+def test_a_faint_fluorescence_image_is_detected_again_darkened(tmp_path: Path) -> None:
+    detector, model = _detector()
+    found = detector.detect(_dapi(tmp_path, bar=30, name="faint.png"))
+    assert found.stain == "fluorescence" and len(model.inputs) == 2
+    first, second = (255 * x[0][BAR].mean().item() for x in model.inputs)
+    assert first == 255  # the paper's whitening erased the faint bar in the first pass
+    assert second == pytest.approx(detector.config.model.faint_fluorescence_target, abs=1)
+    assert found.ink_level is not None and found.ink_level > detector.config.model.faint_fluorescence_level
+    assert found.gray[BAR].mean() == pytest.approx(second, abs=0.5)  # the image the boxes were found in
+
+
+def test_dark_fluorescence_brightfield_and_switched_off_are_detected_once(tmp_path: Path) -> None:
+    detector, model = _detector()
+    found = detector.detect(_dapi(tmp_path, bar=200, name="bright.png"))  # chromosomes come out dark
+    assert found.stain == "fluorescence" and len(model.inputs) == 1 and found.ink_level is None
+
+    detector, model = _detector()
+    faint = _dapi(tmp_path, bar=30, name="faint.png")
+    found = detector.detect(faint, stain="brightfield")  # read as brightfield: no stretch to undo
+    assert len(model.inputs) == 1 and found.ink_level is None
+
+    detector, model = _detector()
+    detector.config.model.faint_fluorescence_level = None
+    assert detector.detect(faint).ink_level is None and len(model.inputs) == 1
+
+
+def test_a_case_keeps_which_images_were_faint(tmp_path: Path) -> None:
+    from deepace.report.case import read_model_json, write_model_json
+
+    results = [
+        CellResult(tmp_path / "faint.png", 80, 60, faint_ink_level=204.0),
+        CellResult(tmp_path / "plain.png", 80, 60),
+    ]
+    write_model_json(tmp_path, results)
+    back = read_model_json(tmp_path)
+    assert back["faint.png"].faint_ink_level == 204.0 and back["plain.png"].faint_ink_level is None
