@@ -4,7 +4,8 @@ them to each target grey level does to their counts.
 For every cell of the given COCO files (fluorescence ones), the model's first pass and the grey level of
 its counted chromosomes (faint.ink_level); for the cells above `--level`, the count again with the ink
 scaled to each `--targets` level. With M-FISH cells, the share of the expert-labelled chromosome pixels
-that the paper's pre-processing whitens is shown too (label image: the `...K.tif` beside each `...D.tif`).
+that the paper's pre-processing whitens is shown too, and the one-pass errors by the labelled pixels'
+median grey (label image: the `...K.tif` beside each `...D.tif`).
 
     python benchmarks/faint_fluorescence.py --coco ~/deepace-runs/data/mfish/train.json \\
         --coco ~/deepace-runs/data/mfish/val.json --targets 102 124 140 150
@@ -25,14 +26,14 @@ from deepace.faint import darkened, ink_level
 from deepace.inference import DEFAULT_WEIGHTS, Detector
 
 
-def whitened_share(gray: np.ndarray, image: Path, threshold: int) -> float | None:
-    """Share of the labelled chromosome pixels above `threshold` in `gray` (M-FISH label images only)."""
+def labelled_chromosomes(gray: np.ndarray, image: Path) -> np.ndarray | None:
+    """The grey levels of the expert-labelled chromosome pixels (M-FISH label images only)."""
     label_file = image.with_name(image.name[:-5] + "K.tif") if image.name.endswith("D.tif") else None
     if label_file is None or not label_file.exists():
         return None
     labels = np.asarray(Image.open(label_file))
     chromosome = (labels > 0) & (labels < 255)
-    return float((gray[chromosome] > threshold).mean()) if chromosome.any() else None
+    return gray[chromosome] if chromosome.any() else None
 
 
 def summary(errors: list[int]) -> str:
@@ -60,6 +61,7 @@ def main() -> None:
     print("| " + " | ".join(header + [f"→ {t:g}" for t in args.targets]) + " |")
     print("|" + "---|" * (len(header) + len(args.targets)))
     errors: dict[str, dict[float | None, list[int]]] = {}
+    by_grey: list[tuple[float, int]] = []  # labelled chromosomes' median grey, one-pass |error|
     for coco in args.coco:
         split = f"{coco.parent.name}/{coco.stem}"
         errors[split] = {t: [] for t in [None, *args.targets]}
@@ -69,6 +71,9 @@ def main() -> None:
             first = int((scores >= threshold).sum()) - record.expected_count
             ink = ink_level(raw, boxes, scores, threshold)
             errors[split][None].append(first)
+            labelled = labelled_chromosomes(raw, record.path)
+            if labelled is not None:
+                by_grey.append((float(np.median(labelled)), abs(first)))
             faint = ink is not None and ink > level
             row = []
             for target in args.targets:
@@ -79,10 +84,15 @@ def main() -> None:
                 errors[split][target].append(error)
                 row.append(f"{error:+d}")
             if faint:
-                share = whitened_share(raw, record.path, cut)
-                shown = "–" if share is None else f"{100 * share:.0f}"
+                shown = "–" if labelled is None else f"{100 * (labelled > cut).mean():.0f}"
                 cells = [split, record.path.name, str(record.expected_count), f"{ink:.0f}", shown]
                 print("| " + " | ".join([*cells, f"{first:+d}", *row]) + " |")
+    if by_grey:
+        print("\none pass, by the labelled chromosomes' median grey after the stretch (all cells):")
+        for low, high in ((0, 100), (100, 130), (130, 160), (160, 256)):
+            errs = [e for grey, e in by_grey if low <= grey < high]
+            if errs:
+                print(f"  {low}-{high}: {len(errs)} cells, mean |error| {statistics.mean(errs):.2f}")
     for split, by_target in errors.items():
         print(f"\n{split} ({len(by_target[None])} cells)")
         for target, errs in by_target.items():
