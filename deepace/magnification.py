@@ -14,7 +14,7 @@ single cells it is noisy (DAPI above all), so the advice is the median over seve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,16 +65,26 @@ def chromosome_width(gray: np.ndarray, stain_scale: float = 1.0) -> float | None
 
 
 def image_width(
-    path: Path, stain: str, preprocess_threshold: int | None, stain_scale: Callable[[str], float]
+    path: Path,
+    stain: str,
+    preprocess_threshold: int | None,
+    stain_scale: Callable[[str], float],
+    darken: tuple[float, float] | None = None,
 ) -> tuple[str, float | None] | None:
-    """(the stain the image was read as, its chromosome_width), or None if the image cannot be read."""
-    from deepace.data.dataset import prepare_image_and_stain
-    from deepace.data.images import ImageReadError
+    """(the stain the image was read as, its chromosome_width), or None if the image cannot be read.
+    `darken`: (ink level, target) of a faint image counted again darkened (deepace/faint.py), measured
+    darkened the same way: the pre-processing erases a faint chromosome's pale edges, so it measures thin."""
+    from deepace.data.images import ImageReadError, load_image_and_stain, paper_preprocess
+    from deepace.faint import darkened
 
     try:
-        gray, used = prepare_image_and_stain(path, stain, preprocess_threshold)
+        gray, used = load_image_and_stain(path, stain)
     except (ImageReadError, OSError, ValueError):
         return None
+    if darken is not None:
+        gray = darkened(gray, *darken)
+    if preprocess_threshold is not None:
+        gray = paper_preprocess(gray, preprocess_threshold)
     return used, chromosome_width(gray, stain_scale(used))
 
 
@@ -95,15 +105,23 @@ def suggested_magnification(
 
 
 def magnification_advice(
-    detector: Detector, paths: Sequence[Path], stain: str = "auto", magnification: float = 1.0
+    detector: Detector,
+    paths: Sequence[Path],
+    stain: str = "auto",
+    magnification: float = 1.0,
+    faint: Mapping[Path, float] | None = None,
 ) -> dict[str, float]:
     """{stain: suggested --magnification} for the stains whose chromosomes in `paths` (SAMPLE images spread
     over the list, or all if fewer) are more than the tolerance away from the model's training width at the
-    `magnification` already used; {} when all look right. Unreadable images are skipped."""
+    `magnification` already used; {} when all look right. Unreadable images are skipped. `faint`: the ink
+    levels of the images counted again darkened (CellResult.faint_ink_level), measured darkened too."""
     model = detector.config.model
+    faint = faint or {}
     widths: dict[str, list[float | None]] = {}
     for index in sample_indices(len(paths)):
-        measured = image_width(paths[index], stain, model.preprocess_threshold, model.stain_scale)
+        ink = faint.get(paths[index])
+        darken = None if ink is None else (ink, model.faint_fluorescence_target)
+        measured = image_width(paths[index], stain, model.preprocess_threshold, model.stain_scale, darken)
         if measured is not None:
             widths.setdefault(measured[0], []).append(measured[1])
     advice: dict[str, float] = {}

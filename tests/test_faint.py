@@ -112,3 +112,17 @@ def test_a_case_keeps_which_images_were_faint(tmp_path: Path) -> None:
     write_model_json(tmp_path, results)
     back = read_model_json(tmp_path)
     assert back["faint.png"].faint_ink_level == 204.0 and back["plain.png"].faint_ink_level is None
+
+
+def test_the_magnification_check_measures_a_faint_image_darkened(tmp_path: Path) -> None:
+    from deepace.magnification import image_width
+
+    raw = np.full((200, 200), 5, np.uint8)
+    raw[40:160, 90:102] = 45  # a dim chromosome 12 px wide
+    raw[5:35, 150:195] = 250  # a bright nucleus sets the top of the stretch
+    path = tmp_path / "faint.png"
+    Image.fromarray(raw).save(path)
+    # stretched and inverted, the bar is grey 213: the paper's pre-processing whitens it all
+    assert image_width(path, "fluorescence", 200, lambda stain: 1.0) == ("fluorescence", None)
+    stain, width = image_width(path, "fluorescence", 200, lambda stain: 1.0, darken=(213.0, 124.0))
+    assert stain == "fluorescence" and width == pytest.approx(12, rel=0.15)

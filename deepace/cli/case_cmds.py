@@ -58,7 +58,8 @@ def count_case(
         from deepace.magnification import magnification_advice
 
         counted = [r.image for r in results if not r.error]
-        advice = magnification_advice(counter.detector, counted, counter.stain, counter.magnification)
+        faint = {r.image: r.faint_ink_level for r in results if r.faint_ink_level is not None}
+        advice = magnification_advice(counter.detector, counted, counter.stain, counter.magnification, faint)
     case_io.write_model_json(case_dir, results, stain=stain, magnification_advice=advice)
     paths = case_io.build_case_report(case_dir, results, out_dir, stain=stain)
     return results, paths

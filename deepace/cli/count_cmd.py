@@ -89,8 +89,7 @@ def count_command(
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)
-    counted = [r.image for r in results if not r.error]
-    warn_about_magnification(counter, counted, err)
+    warn_about_magnification(counter, results, err)
     warn_about_repeated_pixels(results, err)
     note_faint_images(results, err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
@@ -109,11 +108,14 @@ def count_command(
         raise typer.Exit(1)
 
 
-def warn_about_magnification(counter, paths: list[Path], console: Console) -> None:  # noqa: ANN001
-    """Advise --magnification when the chromosomes look far from the training size (deepace.magnification)."""
+def warn_about_magnification(counter, results, console: Console) -> None:  # noqa: ANN001
+    """Advise --magnification when the chromosomes of the counted images look far from the training size
+    (deepace.magnification)."""
     from deepace.magnification import magnification_advice
 
-    advice = magnification_advice(counter.detector, paths, counter.stain, counter.magnification)
+    counted = [r.image for r in results if not r.error]
+    faint = {r.image: r.faint_ink_level for r in results if r.faint_ink_level is not None}
+    advice = magnification_advice(counter.detector, counted, counter.stain, counter.magnification, faint)
     for stain, factor in advice.items():
         console.print(
             f"[yellow]warning: the chromosomes in these {stain} images look about {1 / factor:.1f}x the size "
