@@ -210,13 +210,23 @@ class Detector:
         return prepare_image_and_stain(path, stain, self.config.model.preprocess_threshold)
 
     def detect(self, path: Path, stain: str = "auto", magnification: float = 1.0) -> Detection:
-        """Read, pre-process and detect one image; a faint fluorescence image is detected again with its
-        chromosomes darkened (deepace/faint.py, `ModelConfig.faint_fluorescence_level`)."""
-        from deepace.data.images import load_image_and_stain, paper_preprocess
+        """Read, pre-process and detect one image (`read` then `detect_read`)."""
+        return self.detect_read(*self.read(path, stain), magnification)
+
+    def read(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
+        """The image as the model reads it before the paper's pre-processing (brightfield-looking uint8)
+        and the stain it was read as."""
+        from deepace.data.images import load_image_and_stain
+
+        return load_image_and_stain(path, stain)
+
+    def detect_read(self, raw: np.ndarray, stain: str, magnification: float = 1.0) -> Detection:
+        """Pre-process and detect an image from `read`; a faint fluorescence image is detected again with
+        its chromosomes darkened (deepace/faint.py, `ModelConfig.faint_fluorescence_level`)."""
+        from deepace.data.images import paper_preprocess
         from deepace.faint import darkened, ink_level
 
         model_config = self.config.model
-        raw, stain = load_image_and_stain(path, stain)
 
         def prepared(gray: np.ndarray) -> np.ndarray:
             threshold = model_config.preprocess_threshold
@@ -224,11 +234,11 @@ class Detector:
 
         gray = prepared(raw)
         boxes, scores = self.predict_gray(gray, stain, magnification)
-        level = model_config.faint_fluorescence_level
+        level, target = model_config.faint_fluorescence_level, model_config.faint_fluorescence_target
         if stain == "fluorescence" and level is not None:
             ink = ink_level(raw, boxes, scores, self.threshold_for(stain))
-            if ink is not None and ink > level:
-                gray = prepared(darkened(raw, ink, model_config.faint_fluorescence_target))
+            if ink is not None and ink > max(level, target):
+                gray = prepared(darkened(raw, ink, target))
                 boxes, scores = self.predict_gray(gray, stain, magnification)
                 return Detection(gray, stain, boxes, scores, ink_level=ink)
         return Detection(gray, stain, boxes, scores)
@@ -295,7 +305,7 @@ class Counter:
 
         path = Path(path)
         try:
-            found = self.detector.detect(path, self.stain, self.magnification)
+            raw, stain = self.detector.read(path, self.stain)
         except (ImageReadError, OSError, ValueError) as exc:
             return CellResult(
                 image=path,
@@ -305,6 +315,7 @@ class Counter:
             )
         from deepace.magnification import pixel_repetition
 
+        found = self.detector.detect_read(raw, stain, self.magnification)
         threshold = self.threshold_for(found.stain)
         return CellResult(
             image=path,

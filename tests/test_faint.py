@@ -101,6 +101,11 @@ def test_dark_fluorescence_brightfield_and_switched_off_are_detected_once(tmp_pa
     detector.config.model.faint_fluorescence_level = None
     assert detector.detect(faint).ink_level is None and len(model.inputs) == 1
 
+    detector, model = _detector()
+    detector.config.model.faint_fluorescence_level = 100.0
+    detector.config.model.faint_fluorescence_target = 230.0  # above the bar's grey: it would lighten it
+    assert detector.detect(faint).ink_level is None and len(model.inputs) == 1
+
 
 def test_a_case_keeps_which_images_were_faint(tmp_path: Path) -> None:
     from deepace.report.case import read_model_json, write_model_json
