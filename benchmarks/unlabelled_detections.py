@@ -41,7 +41,7 @@ def main() -> None:
         rows.append((apart, record.path.name, pred.count - record.expected_count, record.expected_count))
     rows.sort(key=lambda row: (-row[0], row[1]))
     listed = [row for row in rows if row[0] >= args.at_least]
-    print(f"{len(listed)} of {len(rows)} cells have {args.at_least} or more counted boxes on unlabelled places")
+    print(f"{len(listed)} of {len(rows)} cells, {args.at_least} or more counted boxes on unlabelled places")
     print("| cell | counted boxes on unlabelled places | count error | recorded count |")
     print("|---|---|---|---|")
     for apart, name, error, expected in listed:
