@@ -227,18 +227,13 @@ class Detector:
         from deepace.faint import darkened, ink_level
 
         model_config = self.config.model
-
-        def prepared(gray: np.ndarray) -> np.ndarray:
-            threshold = model_config.preprocess_threshold
-            return gray if threshold is None else paper_preprocess(gray, threshold)
-
-        gray = prepared(raw)
+        gray = paper_preprocess(raw, model_config.preprocess_threshold)
         boxes, scores = self.predict_gray(gray, stain, magnification)
         level, target = model_config.faint_fluorescence_level, model_config.faint_fluorescence_target
         if stain == "fluorescence" and level is not None:
             ink = ink_level(raw, boxes, scores, self.threshold_for(stain))
             if ink is not None and ink > max(level, target):
-                gray = prepared(darkened(raw, ink, target))
+                gray = paper_preprocess(darkened(raw, ink, target), model_config.preprocess_threshold)
                 boxes, scores = self.predict_gray(gray, stain, magnification)
                 return Detection(gray, stain, boxes, scores, ink_level=ink)
         return Detection(gray, stain, boxes, scores)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from deepace.inference import Detector
+    from deepace.inference import CellResult, Detector
 
 # Batches whose median width is within this factor of the training width are left alone: 1.4 for fewer
 # than BATCH cells, 1.25 from BATCH on (a median over more cells varies less). Random batches of 5 of the
@@ -83,9 +83,7 @@ def image_width(
         return None
     if darken is not None:
         gray = darkened(gray, *darken)
-    if preprocess_threshold is not None:
-        gray = paper_preprocess(gray, preprocess_threshold)
-    return used, chromosome_width(gray, stain_scale(used))
+    return used, chromosome_width(paper_preprocess(gray, preprocess_threshold), stain_scale(used))
 
 
 def suggested_magnification(
@@ -131,6 +129,16 @@ def magnification_advice(
         if factor is not None:
             advice[used] = factor
     return advice
+
+
+def counted_images_advice(
+    detector: Detector, results: Sequence[CellResult], stain: str = "auto", magnification: float = 1.0
+) -> dict[str, float]:
+    """magnification_advice for the images counted without error in `results`, the faint ones (counted
+    again darkened) measured darkened."""
+    counted = [r.image for r in results if not r.error]
+    faint = {r.image: r.faint_ink_level for r in results if r.faint_ink_level is not None}
+    return magnification_advice(detector, counted, stain, magnification, faint)
 
 
 def sample_indices(n: int) -> list[int]:

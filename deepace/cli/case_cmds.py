@@ -55,11 +55,9 @@ def count_case(
             bar.advance(task)
     advice = None
     if hasattr(counter, "detector"):  # a Counter (tests pass stand-ins)
-        from deepace.magnification import magnification_advice
+        from deepace.magnification import counted_images_advice
 
-        counted = [r.image for r in results if not r.error]
-        faint = {r.image: r.faint_ink_level for r in results if r.faint_ink_level is not None}
-        advice = magnification_advice(counter.detector, counted, counter.stain, counter.magnification, faint)
+        advice = counted_images_advice(counter.detector, results, counter.stain, counter.magnification)
     case_io.write_model_json(case_dir, results, stain=stain, magnification_advice=advice)
     paths = case_io.build_case_report(case_dir, results, out_dir, stain=stain)
     return results, paths

@@ -111,11 +111,9 @@ def count_command(
 def warn_about_magnification(counter, results, console: Console) -> None:  # noqa: ANN001
     """Advise --magnification when the chromosomes of the counted images look far from the training size
     (deepace.magnification)."""
-    from deepace.magnification import magnification_advice
+    from deepace.magnification import counted_images_advice
 
-    counted = [r.image for r in results if not r.error]
-    faint = {r.image: r.faint_ink_level for r in results if r.faint_ink_level is not None}
-    advice = magnification_advice(counter.detector, counted, counter.stain, counter.magnification, faint)
+    advice = counted_images_advice(counter.detector, results, counter.stain, counter.magnification)
     for stain, factor in advice.items():
         console.print(
             f"[yellow]warning: the chromosomes in these {stain} images look about {1 / factor:.1f}x the size "

@@ -28,9 +28,7 @@ def prepare_image_and_stain(
     """Read an image as a brightfield-looking (H, W) uint8 array, with the paper's thresholding; also the
     stain it was read as."""
     gray, stain_used = load_image_and_stain(path, stain=stain)
-    if preprocess_threshold is not None:
-        gray = paper_preprocess(gray, preprocess_threshold)
-    return gray, stain_used
+    return paper_preprocess(gray, preprocess_threshold), stain_used
 
 
 class DetectionDataset(Dataset):

@@ -306,8 +306,10 @@ def rescale_gray(gray: np.ndarray, factor: float) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(gray)).resize(size, Image.Resampling.BILINEAR))
 
 
-def paper_preprocess(gray: np.ndarray, threshold: int = 200) -> np.ndarray:
-    """The paper's §3.2 clean-up: grey levels above `threshold` become white (255). Returns a new array."""
+def paper_preprocess(gray: np.ndarray, threshold: int | None = 200) -> np.ndarray:
+    """The paper's §3.2 clean-up: grey levels above `threshold` become white (255); None (the clean-up
+    switched off, `model.preprocess_threshold`) leaves them. Returns a new array."""
     out = np.array(gray, copy=True)
-    out[out > threshold] = 255
+    if threshold is not None:
+        out[out > threshold] = 255
     return out
