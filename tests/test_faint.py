@@ -108,7 +108,7 @@ def test_dark_fluorescence_brightfield_and_switched_off_are_detected_once(tmp_pa
 
 
 def test_a_case_keeps_which_images_were_faint(tmp_path: Path) -> None:
-    from deepace.report.case import read_model_json, write_model_json
+    from deepace.report.case import _badges, read_model_json, summarize_case, write_model_json
 
     results = [
         CellResult(tmp_path / "faint.png", 80, 60, faint_ink_level=204.0),
@@ -117,6 +117,10 @@ def test_a_case_keeps_which_images_were_faint(tmp_path: Path) -> None:
     write_model_json(tmp_path, results)
     back = read_model_json(tmp_path)
     assert back["faint.png"].faint_ink_level == 204.0 and back["plain.png"].faint_ink_level is None
+    # and the report marks it
+    summary = summarize_case("case", back, {})
+    assert {c.name: c.darkened for c in summary.cells} == {"faint.png": True, "plain.png": False}
+    assert "counted darkened" in _badges(summary.cells[0]) and "darkened" not in _badges(summary.cells[1])
 
 
 def test_the_magnification_check_measures_a_faint_image_darkened(tmp_path: Path) -> None:

@@ -388,6 +388,8 @@ class CellSummary:
     corrected: bool = False
     off_mode: bool = False
     error: str | None = None
+    # the model counted it faint and darkened (CellResult.faint_ink_level, deepace/faint.py)
+    darkened: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -445,12 +447,15 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
         low = result.low_confidence
         low_counted = int(((s >= result.score_threshold) & (s < hi)).sum())
         low_uncounted = int(((s >= lo) & (s < result.score_threshold)).sum())
+    darkened = result is not None and result.faint_ink_level is not None
     if review is not None:  # a reviewer could open the image, so their count stands
         return CellSummary(
             name, review.count, model_count, low, low_counted, low_uncounted,
-            review.reviewed, review.differs_from(result), error=None,
+            review.reviewed, review.differs_from(result), error=None, darkened=darkened,
         )  # fmt: skip
-    return CellSummary(name, model_count, model_count, low, low_counted, low_uncounted, error=error)
+    return CellSummary(
+        name, model_count, model_count, low, low_counted, low_uncounted, error=error, darkened=darkened
+    )
 
 
 COUNT_BASIS_NOTE = (
@@ -668,6 +673,8 @@ def _badges(c: CellSummary) -> str:
         out.append('<span class="badge b-auto">automatic</span>')
     if c.off_mode:
         out.append('<span class="badge b-off">off mode</span>')
+    if c.darkened:
+        out.append('<span class="badge b-auto" title="faint fluorescence image">counted darkened</span>')
     return "".join(out)
 
 

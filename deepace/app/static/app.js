@@ -152,6 +152,7 @@ function showSummary(summary) {
       .join(" ");
     const tags =
       (c.off_mode ? '<span class="tag off">off case count</span>' : "") +
+      (c.darkened ? '<span class="tag" title="faint fluorescence image, counted darkened">darkened</span>' : "") +
       (c.low_confidence && !c.reviewed
         ? `<span class="tag low" title="${c.low_confidence} low-confidence detections to check">${c.low_confidence} low</span>`
         : "");
