@@ -220,6 +220,17 @@ class Detector:
 
         return load_image_and_stain(path, stain)
 
+    def counted_gray(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
+        """The pre-processed image `detect` finds its boxes in, and the stain it was read as: for a faint
+        fluorescence image the darkened one, which takes a first detection pass to tell; for any other
+        image no detection is run."""
+        from deepace.data.images import paper_preprocess
+
+        raw, stain = self.read(path, stain)
+        if stain == "fluorescence" and self.config.model.faint_fluorescence_level is not None:
+            return self.detect_read(raw, stain).gray, stain
+        return paper_preprocess(raw, self.config.model.preprocess_threshold), stain
+
     def detect_read(self, raw: np.ndarray, stain: str, magnification: float = 1.0) -> Detection:
         """Pre-process and detect an image from `read`; a faint fluorescence image is detected again with
         its chromosomes darkened (deepace/faint.py, `ModelConfig.faint_fluorescence_level`)."""

@@ -114,13 +114,14 @@ def collect_candidates(
 ) -> list[LabelledCandidates]:
     """Labelled candidates of every record, and with `flips` 'horizontal' of its mirror image too, with
     'all' of its horizontal, vertical and double flips: the detector's candidates differ on a flipped
-    image, so each flip is more training data. Samples come record by record, views in that order."""
+    image, so each flip is more training data. Samples come record by record, views in that order. Each
+    image is taken as the detector counts it (`Detector.counted_gray`: faint fluorescence darkened)."""
     if flips not in FLIP_VIEWS:
         raise ValueError(f"flips must be one of {', '.join(FLIP_VIEWS)}, not {flips!r}")
     views = FLIP_VIEWS[flips]
     out = []
     for record in tqdm(records, desc="candidates", unit="img", disable=not progress):
-        gray, stain = detector.prepare_with_stain(record.path)
+        gray, stain = detector.counted_gray(record.path)
         for horizontal, vertical in views:
             view, truth = flip(gray, record.boxes, horizontal, vertical)
             candidates = image_candidates(detector, view, stain)

@@ -3,6 +3,7 @@ after the stretch and would be whitened by the paper's pre-processing; the detec
 again with its ink scaled up, and leaves every other image as it is."""
 
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -135,3 +136,42 @@ def test_the_magnification_check_measures_a_faint_image_darkened(tmp_path: Path)
     assert image_width(path, "fluorescence", 200, lambda stain: 1.0) == ("fluorescence", None)
     stain, width = image_width(path, "fluorescence", 200, lambda stain: 1.0, darken=(213.0, 124.0))
     assert stain == "fluorescence" and width == pytest.approx(12, rel=0.15)
+
+
+def test_the_counted_gray_is_the_image_detect_found_its_boxes_in(tmp_path: Path) -> None:
+    detector, model = _detector()
+    faint = _dapi(tmp_path, bar=30, name="faint.png")
+    gray, stain = detector.counted_gray(faint)
+    assert stain == "fluorescence" and len(model.inputs) == 2  # a first pass told it was faint
+    np.testing.assert_array_equal(gray, detector.detect(faint).gray)
+
+    detector, model = _detector()
+    gray, stain = detector.counted_gray(_dapi(tmp_path, bar=200, name="bright.png"))
+    assert len(model.inputs) == 1
+    np.testing.assert_array_equal(gray, detector.prepare(tmp_path / "bright.png"))
+
+    detector, model = _detector()
+    gray, stain = detector.counted_gray(faint, stain="brightfield")
+    assert stain == "brightfield" and model.inputs == []  # nothing to tell: no detection run
+    np.testing.assert_array_equal(gray, detector.prepare(faint, "brightfield"))
+
+
+def test_rescorer_candidates_of_a_faint_image_come_from_the_darkened_image(tmp_path: Path) -> None:
+    from deepace.data.coco import ImageRecord
+    from deepace.rescoring import collect_candidates
+
+    detector, _ = _detector()
+    faint = _dapi(tmp_path, bar=30, name="faint.png")
+    seen: list[np.ndarray] = []
+
+    def candidates_of(_detector: Detector, gray: np.ndarray, _stain: str) -> mock.MagicMock:
+        seen.append(gray)
+        return mock.MagicMock()
+
+    record = ImageRecord(faint, np.array([BAR_BOX], np.float32))
+    with (
+        mock.patch("deepace.rescoring.image_candidates", candidates_of),
+        mock.patch("deepace.rescoring.match_labels"),
+    ):
+        collect_candidates(detector, [record], progress=False)
+    np.testing.assert_array_equal(seen[0], detector.detect(faint).gray)
