@@ -175,10 +175,11 @@ def main() -> None:
     torch.set_num_threads(2)
     train = torch.load(args.train_cache, weights_only=False)
     train_records = [r for path in args.train for r in read_coco(path)]
-    detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
+    counting = Detector.load(args.weights)
+    detector = detector_with_rescorer(counting, args.overrides)
     validation = []
     for val in args.val:
-        records, samples = validation_samples(detector, args.train_cache, val)
+        records, samples = validation_samples(detector, counting, args.train_cache, val)
         validation.append((val, records, samples))
     none = [torch.zeros(len(s.labels), 0) for s in train]
     variants = {

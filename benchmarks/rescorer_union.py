@@ -150,10 +150,11 @@ def main() -> None:
     train_records = [r for path in args.train for r in read_coco(path)]
     if len(train_records) != len(train):
         raise SystemExit(f"{len(train)} cached images but {len(train_records)} in --train")
-    detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
+    counting = Detector.load(args.weights)
+    detector = detector_with_rescorer(counting, args.overrides)
     validation = []
     for val in args.val:
-        records, samples = validation_samples(detector, args.train_cache, val)
+        records, samples = validation_samples(detector, counting, args.train_cache, val)
         validation.append((val, records, samples, grays(records)))
     stages = train[0].candidates.stage_scores.shape[1]
     base, labels = training_features(train)

@@ -76,13 +76,15 @@ def validation_cache(train_cache: Path, val: Path) -> Path:
     return train_cache.with_name(f"{train_cache.stem}.val-{val.parent.name}-{val.stem}-{tag}.pt")
 
 
-def validation_samples(detector: Detector, train_cache: Path, val: Path) -> tuple[list, list]:
-    """`val`'s records and their labelled candidates, collected once with `detector` and cached beside
-    `train_cache` (`validation_cache`)."""
+def validation_samples(
+    detector: Detector, counting: Detector, train_cache: Path, val: Path
+) -> tuple[list, list]:
+    """`val`'s records and their labelled candidates, collected once with `detector` from each image as
+    `counting` (the trained model) counts it, and cached beside `train_cache` (`validation_cache`)."""
     records, cache = read_coco(val), validation_cache(train_cache, val)
     if cache.exists():
         return records, torch.load(cache, weights_only=False)
-    samples = collect_candidates(detector.optimised_copy(), records)
+    samples = collect_candidates(detector.optimised_copy(), records, counting=counting.optimised_copy())
     torch.save(samples, cache)
     return records, samples
 
@@ -163,7 +165,8 @@ def main() -> None:
     train = torch.load(args.train_cache, weights_only=False)
     if args.label_iou is not None:
         train = relabelled(train, [r for coco in args.train_coco for r in read_coco(coco)], args.label_iou)
-    detector = detector_with_rescorer(Detector.load(args.weights), args.overrides)
+    counting = Detector.load(args.weights)
+    detector = detector_with_rescorer(counting, args.overrides)
     appearance = detector.config.model.rescorer_appearance
     origin = detector.config.model.rescorer_proposal_iou is not None
     rescorers: dict[int | str, OverlapRescorer | SetRescorer | MeanOfFits] = {}
@@ -192,7 +195,7 @@ def main() -> None:
             print(f"hidden {hidden}, own decisions too: {result}")
             rescorers[f"{hidden}, own decisions too"] = second
     for val in args.val:
-        records, samples = validation_samples(detector, args.train_cache, val)
+        records, samples = validation_samples(detector, counting, args.train_cache, val)
         labelled = sum(int(s.labels.sum()) == len(r.boxes) for s, r in zip(samples, records, strict=True))
         print(
             f"\n{val} ({len(records)} cells; a perfect rescorer of these candidates: exact count "

@@ -110,18 +110,24 @@ FLIP_VIEWS: dict[str, list[tuple[bool, bool]]] = {
 
 
 def collect_candidates(
-    detector: Detector, records: list[ImageRecord], flips: str = "none", progress: bool = True
+    detector: Detector,
+    records: list[ImageRecord],
+    flips: str = "none",
+    progress: bool = True,
+    counting: Detector | None = None,
 ) -> list[LabelledCandidates]:
     """Labelled candidates of every record, and with `flips` 'horizontal' of its mirror image too, with
     'all' of its horizontal, vertical and double flips: the detector's candidates differ on a flipped
     image, so each flip is more training data. Samples come record by record, views in that order. Each
-    image is taken as the detector counts it (`Detector.counted_gray`: faint fluorescence darkened)."""
+    image is taken as `counting` (default `detector`) counts it (`Detector.counted_gray`: faint fluorescence
+    darkened, which a first pass decides); pass the trained model as `counting` when `detector` carries a
+    rescorer still to be trained, whose counts would decide at random."""
     if flips not in FLIP_VIEWS:
         raise ValueError(f"flips must be one of {', '.join(FLIP_VIEWS)}, not {flips!r}")
     views = FLIP_VIEWS[flips]
     out = []
     for record in tqdm(records, desc="candidates", unit="img", disable=not progress):
-        gray, stain = detector.counted_gray(record.path)
+        gray, stain = (counting or detector).counted_gray(record.path)
         for horizontal, vertical in views:
             view, truth = flip(gray, record.boxes, horizontal, vertical)
             candidates = image_candidates(detector, view, stain)

@@ -156,7 +156,9 @@ def test_the_counted_gray_is_the_image_detect_found_its_boxes_in(tmp_path: Path)
     np.testing.assert_array_equal(gray, detector.prepare(faint, "brightfield"))
 
 
-def test_rescorer_candidates_of_a_faint_image_come_from_the_darkened_image(tmp_path: Path) -> None:
+def test_rescorer_candidates_of_a_faint_image_come_from_the_image_the_trained_model_counts(
+    tmp_path: Path,
+) -> None:
     from deepace.data.coco import ImageRecord
     from deepace.rescoring import collect_candidates
 
@@ -169,9 +171,20 @@ def test_rescorer_candidates_of_a_faint_image_come_from_the_darkened_image(tmp_p
         return mock.MagicMock()
 
     record = ImageRecord(faint, np.array([BAR_BOX], np.float32))
+    blind = Detector(_EmptyModel(), detector.config, score_threshold=0.5)  # e.g. an untrained rescorer
     with (
         mock.patch("deepace.rescoring.image_candidates", candidates_of),
         mock.patch("deepace.rescoring.match_labels"),
     ):
         collect_candidates(detector, [record], progress=False)
-    np.testing.assert_array_equal(seen[0], detector.detect(faint).gray)
+        collect_candidates(blind, [record], progress=False)
+        collect_candidates(blind, [record], progress=False, counting=detector)
+    darkened_gray = detector.detect(faint).gray
+    np.testing.assert_array_equal(seen[0], darkened_gray)
+    assert not np.array_equal(seen[1], darkened_gray)  # its own count finds nothing: not darkened
+    np.testing.assert_array_equal(seen[2], darkened_gray)  # the counting model decides
+
+
+class _EmptyModel(torch.nn.Module):
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0)}]

@@ -254,7 +254,10 @@ def train_rescorer_command(
         samples = torch.load(cache, weights_only=False)
     else:
         samples = collect_candidates(
-            detector.optimised_copy(device=device), _read_records(train), flips=flips.value
+            detector.optimised_copy(device=device),
+            _read_records(train),
+            flips=flips.value,
+            counting=base.optimised_copy(device=device),
         )
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
