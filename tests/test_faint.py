@@ -188,3 +188,47 @@ def test_rescorer_candidates_of_a_faint_image_come_from_the_image_the_trained_mo
 class _EmptyModel(torch.nn.Module):
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return [{"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0)}]
+
+
+def _calibration_predictions(detector: Detector, records: list, _progress: bool) -> list:
+    """Fake predictions whose fluorescence scores depend on the threshold the detector counts that stain
+    at, as the faint second pass makes them: below 0.45 it reads the image another way."""
+    from deepace.data.predictions import ImagePrediction
+
+    out = []
+    for record in records:
+        if record.path.name.startswith("g"):
+            out.append(
+                (ImagePrediction(record.path, np.zeros((2, 4)), np.array([0.9, 0.8]), 0.5), "brightfield")
+            )
+            continue
+        low = detector.threshold_for("fluorescence") < 0.45
+        scores = np.array([0.9, 0.36, 0.1] if low else [0.9, 0.21, 0.15])
+        out.append((ImagePrediction(record.path, np.zeros((3, 4)), scores, 0.5), "fluorescence"))
+    return out
+
+
+def test_fluorescence_thresholds_are_calibrated_on_what_counting_at_them_gives() -> None:
+    from deepace.cli.train_cmds import calibrate_stain_thresholds
+    from deepace.data.coco import ImageRecord
+
+    records = [ImageRecord(Path(name), expected_count=2) for name in ("g1.png", "f1.png")]
+    calls = []
+
+    def predictions(detector: Detector, chosen: list, progress: bool) -> list:
+        calls.append([r.path.name for r in chosen])
+        return _calibration_predictions(detector, chosen, progress)
+
+    detector, _ = _detector()
+    with mock.patch("deepace.engine.predict_records_with_stains", predictions):
+        thresholds = calibrate_stain_thresholds(detector, records)
+    # at 0.5 the best is 0.2; counting at 0.2 gives other scores, whose best (0.35) is stable
+    assert thresholds["fluorescence"] == 0.35 and calls == [["g1.png", "f1.png"], ["f1.png"], ["f1.png"]]
+    assert thresholds["brightfield"] == pytest.approx(0.5)
+
+    detector, _ = _detector()
+    detector.config.model.faint_fluorescence_level = None  # no second pass: one round
+    calls.clear()
+    with mock.patch("deepace.engine.predict_records_with_stains", predictions):
+        assert calibrate_stain_thresholds(detector, records)["fluorescence"] == 0.2
+    assert len(calls) == 1

@@ -175,18 +175,42 @@ def export_command(
 def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: ANN001
     """Per stain, the counting threshold with the best exact-count accuracy on these images."""
     from deepace.engine import predict_records_with_stains
+    from deepace.inference import Detector
     from deepace.metrics import expected_counts
     from deepace.metrics.threshold import COUNT_LEAN_WARNING, count_bias, tune_score_threshold
 
+    expected = expected_counts(records)
     predictions = predict_records_with_stains(detector, records, True)
-    by_stain: dict[str, tuple[list, list]] = {}
-    for (pred, stain), expected in zip(predictions, expected_counts(records), strict=True):
-        by_stain.setdefault(stain, ([], []))[0].append(pred.scores)
-        by_stain[stain][1].append(expected)
-    thresholds = {}
-    for stain, (scores, expected) in by_stain.items():
-        thresholds[stain], exact = tune_score_threshold(scores, expected)
-        bias = count_bias(scores, expected, thresholds[stain])
+    stains = sorted({stain for _pred, stain in predictions})
+
+    def tuned(stain: str) -> tuple[float, float, list, list]:
+        chosen = [i for i, (_pred, found) in enumerate(predictions) if found == stain]
+        scores = [predictions[i][0].scores for i in chosen]
+        counts = [expected[i] for i in chosen]
+        return (*tune_score_threshold(scores, counts), scores, counts)
+
+    thresholds = {stain: tuned(stain)[0] for stain in stains}
+    faint_pass = detector.config.model.faint_fluorescence_level is not None
+    if faint_pass and "fluorescence" in thresholds:
+        # Which fluorescence images get the faint second pass (deepace/faint.py) depends on the boxes
+        # counted at the stain's threshold: predict them again at the tuned one and tune again, until the
+        # threshold stays (three rounds at most).
+        chosen = [i for i, (_pred, found) in enumerate(predictions) if found == "fluorescence"]
+        used = detector.threshold_for("fluorescence")
+        for _round in range(3):
+            if thresholds["fluorescence"] == used:
+                break
+            used = thresholds["fluorescence"]
+            at_tuned = Detector(
+                detector.model, detector.config, detector.score_threshold, stain_thresholds=thresholds
+            )
+            again = predict_records_with_stains(at_tuned, [records[i] for i in chosen], True)
+            for i, prediction in zip(chosen, again, strict=True):
+                predictions[i] = prediction
+            thresholds["fluorescence"] = tuned("fluorescence")[0]
+    for stain in stains:
+        thresholds[stain], exact, scores, counts = tuned(stain)
+        bias = count_bias(scores, counts, thresholds[stain])
         typer.echo(
             f"{stain}: {len(scores)} images, threshold {thresholds[stain]:.3f}, exact count {exact:.1f}%, "
             f"bias {bias:+.2f} a cell"
