@@ -183,10 +183,12 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
     predictions = predict_records_with_stains(detector, records, True)
     stains = sorted({stain for _pred, stain in predictions})
 
+    def read_as(stain: str) -> list[int]:
+        return [i for i, (_pred, found) in enumerate(predictions) if found == stain]
+
     def tuned(stain: str) -> tuple[float, float, list, list]:
-        chosen = [i for i, (_pred, found) in enumerate(predictions) if found == stain]
-        scores = [predictions[i][0].scores for i in chosen]
-        counts = [expected[i] for i in chosen]
+        scores = [predictions[i][0].scores for i in read_as(stain)]
+        counts = [expected[i] for i in read_as(stain)]
         return (*tune_score_threshold(scores, counts), scores, counts)
 
     thresholds = {stain: tuned(stain)[0] for stain in stains}
@@ -195,7 +197,7 @@ def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: 
         # Which fluorescence images get the faint second pass (deepace/faint.py) depends on the boxes
         # counted at the stain's threshold: predict them again at the tuned one and tune again, until the
         # threshold stays (three rounds at most).
-        chosen = [i for i, (_pred, found) in enumerate(predictions) if found == "fluorescence"]
+        chosen = read_as("fluorescence")
         used = detector.threshold_for("fluorescence")
         for _round in range(3):
             if thresholds["fluorescence"] == used:
