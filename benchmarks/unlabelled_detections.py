@@ -44,9 +44,9 @@ def blanked(image: np.ndarray, blank: np.ndarray, keep: np.ndarray) -> np.ndarra
             ] = True
         return mask
 
-    kept = mask_of(keep, 0)
-    to_blank = mask_of(blank, BLANK_MARGIN) & ~kept
-    outside = ~(kept | mask_of(blank, BLANK_MARGIN))
+    kept, grown = mask_of(keep, 0), mask_of(blank, BLANK_MARGIN)
+    to_blank = grown & ~kept
+    outside = ~(kept | grown)
     background = np.median(image[outside], axis=0) if outside.any() else np.median(image, axis=(0, 1))
     out = image.copy()
     out[to_blank] = np.asarray(background).astype(image.dtype)
