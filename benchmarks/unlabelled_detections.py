@@ -77,22 +77,24 @@ def main() -> None:
             apart_mask = torch.ones(len(counted), dtype=torch.bool)
         apart = int(apart_mask.sum())
         unlabelled_boxes[str(record.path)] = counted[apart_mask].numpy()
-        rows.append((apart, record.path.name, pred.count - record.expected_count, record.expected_count))
-    rows.sort(key=lambda row: (-row[0], row[1]))
+        rows.append((apart, record.path, pred.count - record.expected_count, record.expected_count))
+    rows.sort(key=lambda row: (-row[0], row[1].name))
     listed = [row for row in rows if row[0] >= args.at_least]
     print(f"{len(listed)} of {len(rows)} cells, {args.at_least} or more counted boxes on unlabelled places")
     print("| cell | counted boxes on unlabelled places | count error | recorded count |")
     print("|---|---|---|---|")
-    for apart, name, error, expected in listed:
-        print(f"| {name} | {apart} | {error:+d} | {expected} |")
+    for apart, path, error, expected in listed:
+        print(f"| {path.name} | {apart} | {error:+d} | {expected} |")
     if args.blank_out:
-        blank_listed(records, unlabelled_boxes, {row[1] for row in listed}, args.blank_out, args.coco_out)
+        blank_listed(
+            records, unlabelled_boxes, {str(row[1]) for row in listed}, args.blank_out, args.coco_out
+        )
 
 
 def blank_listed(
     records: list[ImageRecord],
     unlabelled_boxes: dict[str, np.ndarray],
-    listed_names: set[str],
+    listed_paths: set[str],
     out_dir: Path,
     coco_out: Path,
 ) -> None:
@@ -100,7 +102,7 @@ def blank_listed(
     out_dir.mkdir(parents=True, exist_ok=True)
     cleaned = []
     for record in records:
-        if record.path.name in listed_names:
+        if str(record.path) in listed_paths:
             image = np.asarray(Image.open(record.path))
             keep = np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4)
             target = out_dir / f"{record.path.stem}_blanked.png"
@@ -108,7 +110,7 @@ def blank_listed(
             record = dataclasses.replace(record, path=target.resolve())
         cleaned.append(record)
     write_coco(cleaned, coco_out)
-    print(f"wrote {len(listed_names)} blanked cells to {out_dir} and the list {coco_out}")
+    print(f"wrote {len(listed_paths)} blanked cells to {out_dir} and the list {coco_out}")
 
 
 if __name__ == "__main__":
