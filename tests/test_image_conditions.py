@@ -1,0 +1,44 @@
+"""benchmarks/image_conditions.py: the imaging conditions keep the boxes where the chromosomes are."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from deepace.data.images import load_image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "image_conditions.py"
+spec = importlib.util.spec_from_file_location("image_conditions", SCRIPT)
+image_conditions = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(image_conditions)
+
+
+def spread() -> np.ndarray:
+    """A light background (grey 240) with one dark, upright chromosome at x 10-14, y 5-35."""
+    image = np.full((40, 60), 240, dtype=np.uint8)
+    image[5:35, 10:14] = 60
+    return image
+
+
+def test_a_turned_box_still_holds_its_chromosome() -> None:
+    image = spread()
+    turned = np.rot90(image)
+    x1, y1, x2, y2 = image_conditions.turned_boxes(np.array([[10.0, 5.0, 14.0, 35.0]]), image.shape[1])[0]
+    assert (x1, y1, x2, y2) == (5.0, 46.0, 35.0, 50.0)
+    inside = turned[int(y1) : int(y2), int(x1) : int(x2)]
+    assert (inside == 60).all()
+    assert (turned == 60).sum() == inside.size  # and nothing of it is outside
+
+
+def test_each_condition_is_read_back_at_the_image_size(tmp_path: Path) -> None:
+    image = spread()
+    for name, (change, suffix, _) in image_conditions.CONDITIONS.items():
+        changed = change(image, 0)
+        path = image_conditions.save_condition(changed, suffix, tmp_path / name)
+        read = load_image(path, "brightfield")
+        assert read.shape == changed.shape, name
+        if name in ("original", "uint16"):
+            # lossless conditions: the grey levels come back (16-bit data is stretched, order kept)
+            assert (read[5:35, 10:14] < read[0, 0]).all(), name
+        if name == "original":
+            assert (read == image).all()
