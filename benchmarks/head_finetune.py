@@ -39,8 +39,13 @@ from deepace.inference import Detector, float_weights, network_from_payload, rea
 def cache_command(args: argparse.Namespace) -> None:
     detector = Detector.load(args.weights, num_threads=2, optimise=True)
     sources = {coco: read_coco(coco) for coco in args.train}
-    threshold = detector.config.model.preprocess_threshold
-    pasted = {coco: ChromosomeBank.from_records(sources[coco], threshold) for coco in args.paste_into}
+    model = detector.config.model
+    pasted = {
+        coco: ChromosomeBank.from_records(
+            sources[coco], model.preprocess_threshold, levels=model.brightfield_levels
+        )
+        for coco in args.paste_into
+    }
     for coco, bank in pasted.items():
         print(f"{coco}: {len(bank)} isolated chromosomes to paste", flush=True)
     cache_views(

@@ -25,9 +25,9 @@ import tifffile
 import torch
 from PIL import Image, ImageFilter
 
+from deepace.config import with_overrides
 from deepace.data.coco import read_coco
 from deepace.data.images import read_raw, to_gray_uint8
-from deepace.data.levels import normalised_levels
 from deepace.inference import CellResult, Counter
 from deepace.metrics import expected_counts
 from deepace.metrics.counting import count_accuracy
@@ -105,11 +105,11 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--levels",
-        type=float,
-        nargs=2,
-        metavar=("DARK", "BACKGROUND"),
-        help="map brightfield images' grey levels onto these first (deepace/data/levels.py)",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="model.KEY=VALUE, e.g. model.brightfield_levels=null",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -117,14 +117,7 @@ def main() -> None:
     records = read_coco(args.coco)[: args.n]
     truth = np.array(expected_counts(records))
     counter = Counter(args.weights)
-    if args.levels:
-        read = counter.detector.read
-
-        def read_normalised(path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
-            gray, used = read(path, stain)
-            return (normalised_levels(gray, tuple(args.levels)) if used == "brightfield" else gray), used
-
-        counter.detector.read = read_normalised
+    counter.detector.config = with_overrides(counter.detector.config, args.overrides)
     base: np.ndarray | None = None
     print("| condition | exact % | ±1 % | MAE | bias | AER@0.5 | WCR@0.5 | now right / wrong | s per cell |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -83,6 +83,11 @@ class ModelConfig:
     # than Taichung's G-band ones. Fluorescence images are enlarged by this factor before input_scale.
     fluorescence_scale: float = 1.0
     preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
+    # Brightfield images are first mapped linearly so that their dark level (1st percentile of grey) and
+    # background (median) become these (deepace/data/levels.py; not in the paper): another camera's or
+    # export's grey levels otherwise cost many counts (BENCHMARKS.md, "Other imaging conditions"). 88 and
+    # 253 are the medians over 300 Taichung training cells. None: grey levels as they are.
+    brightfield_levels: tuple[float, float] | None = None
     # Fluorescence images whose counted chromosomes come out lighter than this grey level are counted again
     # with their ink scaled so that they reach faint_fluorescence_target (deepace/faint.py; not in the
     # paper). With the shipped model, 160 is about the 90th percentile of the M-FISH training cells' level

@@ -198,7 +198,10 @@ def train(
     if dist_info.is_main:
         config.save(out_dir / "config.json")
     dataset = DetectionDataset(
-        train_records, config.model.preprocess_threshold, stain_scale=config.model.stain_scale
+        train_records,
+        config.model.preprocess_threshold,
+        stain_scale=config.model.stain_scale,
+        levels=config.model.brightfield_levels,
     )
     log_file = (out_dir / "log.jsonl").open("a") if dist_info.is_main else None
     end = t.iterations if stop_after is None else min(t.iterations, start + stop_after)

@@ -75,7 +75,10 @@ def cache_views(
     bar = tqdm(total=total, desc="caching features", unit="view", disable=not progress)
     for source, records in sources.items():
         dataset = DetectionDataset(
-            records, config.model.preprocess_threshold, stain_scale=config.model.stain_scale
+            records,
+            config.model.preprocess_threshold,
+            stain_scale=config.model.stain_scale,
+            levels=config.model.brightfield_levels,
         )
         extra = pasted_views if source in pasted else 0
         for i, record in enumerate(records):

@@ -207,7 +207,8 @@ class Detector:
     def prepare_with_stain(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
         from deepace.data.dataset import prepare_image_and_stain
 
-        return prepare_image_and_stain(path, stain, self.config.model.preprocess_threshold)
+        model = self.config.model
+        return prepare_image_and_stain(path, stain, model.preprocess_threshold, model.brightfield_levels)
 
     def detect(self, path: Path, stain: str = "auto", magnification: float = 1.0) -> Detection:
         """Read, pre-process and detect one image (`read` then `detect_read`)."""
@@ -218,7 +219,7 @@ class Detector:
         and the stain it was read as."""
         from deepace.data.images import load_image_and_stain
 
-        return load_image_and_stain(path, stain)
+        return load_image_and_stain(path, stain, self.config.model.brightfield_levels)
 
     def counted_gray(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
         """The pre-processed image `detect` finds its boxes in, and the stain it was read as: for a faint

@@ -70,15 +70,17 @@ def image_width(
     preprocess_threshold: int | None,
     stain_scale: Callable[[str], float],
     darken: tuple[float, float] | None = None,
+    levels: tuple[float, float] | None = None,
 ) -> tuple[str, float | None] | None:
     """(the stain the image was read as, its chromosome_width), or None if the image cannot be read.
     `darken`: (ink level, target) of a faint image counted again darkened (deepace/faint.py), measured
-    darkened the same way: the pre-processing erases a faint chromosome's pale edges, so it measures thin."""
+    darkened the same way: the pre-processing erases a faint chromosome's pale edges, so it measures thin.
+    `levels`: `ModelConfig.brightfield_levels`, as the model reads the image."""
     from deepace.data.images import ImageReadError, load_image_and_stain, paper_preprocess
     from deepace.faint import darkened
 
     try:
-        gray, used = load_image_and_stain(path, stain)
+        gray, used = load_image_and_stain(path, stain, levels)
     except (ImageReadError, OSError, ValueError):
         return None
     if darken is not None:
@@ -119,7 +121,14 @@ def magnification_advice(
     for index in sample_indices(len(paths)):
         ink = faint.get(paths[index])
         darken = None if ink is None else (ink, model.faint_fluorescence_target)
-        measured = image_width(paths[index], stain, model.preprocess_threshold, model.stain_scale, darken)
+        measured = image_width(
+            paths[index],
+            stain,
+            model.preprocess_threshold,
+            model.stain_scale,
+            darken,
+            levels=model.brightfield_levels,
+        )
         if measured is not None:
             widths.setdefault(measured[0], []).append(measured[1])
     advice: dict[str, float] = {}
@@ -181,19 +190,21 @@ def training_widths(
     per_stain: int = TRAINING_SAMPLE,
     max_reads: int = MAX_TRAINING_READS,
     seed: int = 0,
+    levels: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """{stain: median chromosome width} of the distinct training images `paths`, read in random order
     (`seed`) until every stain seen has `per_stain` widths or `max_reads` images are read; stains with
     fewer than BATCH widths are left out. What `model.typical_chromosome_width` should hold for a model
     trained on these images (a minority stain, e.g. 99 DAPI among 1,899 training spreads, is read on for).
-    Unreadable images are skipped."""
+    Unreadable images are skipped. `levels`: `ModelConfig.brightfield_levels`."""
     distinct = sorted({str(p) for p in paths})
     order = np.random.default_rng(seed).permutation(len(distinct))[:max_reads]
     widths: dict[str, list[float]] = {}
     for index in order:
         if widths and all(len(found) >= per_stain for found in widths.values()):
             break
-        measured = image_width(Path(distinct[index]), "auto", preprocess_threshold, stain_scale)
+        path = Path(distinct[index])
+        measured = image_width(path, "auto", preprocess_threshold, stain_scale, levels=levels)
         if measured is not None and measured[1] is not None:
             widths.setdefault(measured[0], []).append(measured[1])
     return {stain: float(np.median(found)) for stain, found in widths.items() if len(found) >= BATCH}

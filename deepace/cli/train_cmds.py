@@ -106,7 +106,10 @@ def measured_typical_widths(model: ModelConfig, records: list) -> ModelConfig:  
     that `deepace count` advises --magnification against the size this model is trained at."""
     from deepace.magnification import training_widths
 
-    widths = training_widths([r.path for r in records], model.stain_scale, model.preprocess_threshold)
+    paths = [r.path for r in records]
+    widths = training_widths(
+        paths, model.stain_scale, model.preprocess_threshold, levels=model.brightfield_levels
+    )
     measured = model.with_typical_widths(widths)
     shown = ", ".join(f"{stain} {width:.1f} px" for stain, width in sorted(widths.items())) or "none measured"
     typer.echo(f"typical chromosome width of the training images: {shown}", err=True)

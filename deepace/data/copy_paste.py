@@ -48,13 +48,17 @@ class ChromosomeBank:
 
     @classmethod
     def from_records(
-        cls, records: Sequence[ImageRecord], preprocess_threshold: int | None = 200, per_cell: int = 8
+        cls,
+        records: Sequence[ImageRecord],
+        preprocess_threshold: int | None = 200,
+        per_cell: int = 8,
+        levels: tuple[float, float] | None = None,
     ) -> ChromosomeBank:
-        """The isolated chromosomes of `records`' images (read and prepared as for training), at most
-        `per_cell` from each."""
+        """The isolated chromosomes of `records`' images (read and prepared as for training, grey `levels`
+        as `ModelConfig.brightfield_levels`), at most `per_cell` from each."""
         bank = cls()
         for record in records:
-            gray, _ = prepare_image_and_stain(record.path, "auto", preprocess_threshold)
+            gray, _ = prepare_image_and_stain(record.path, "auto", preprocess_threshold, levels)
             bank.add_from(gray, record, limit=per_cell)
         return bank
 

@@ -285,8 +285,12 @@ def load_image(path: str | os.PathLike[str], stain: str = "auto") -> np.ndarray:
     return load_image_and_stain(path, stain)[0]
 
 
-def load_image_and_stain(path: str | os.PathLike[str], stain: str = "auto") -> tuple[np.ndarray, str]:
-    """`load_image`, also returning the stain it was read as ('brightfield' or 'fluorescence')."""
+def load_image_and_stain(
+    path: str | os.PathLike[str], stain: str = "auto", levels: tuple[float, float] | None = None
+) -> tuple[np.ndarray, str]:
+    """`load_image`, also returning the stain it was read as ('brightfield' or 'fluorescence'). `levels`:
+    (dark, background) grey levels a brightfield image is mapped onto (deepace/data/levels.py,
+    `ModelConfig.brightfield_levels`); None keeps its own."""
     if stain not in STAINS:
         raise ValueError(f"stain must be one of {', '.join(STAINS)}, not {stain!r}")
     gray = to_gray_uint8(read_raw(path))
@@ -294,6 +298,10 @@ def load_image_and_stain(path: str | os.PathLike[str], stain: str = "auto") -> t
         stain = detect_stain(gray)
     if stain == "fluorescence":
         return 255 - _stretch(gray), stain
+    if levels is not None:
+        from deepace.data.levels import normalised_levels  # it reads this module's percentiles
+
+        gray = normalised_levels(gray, levels)
     return gray, stain
 
 
