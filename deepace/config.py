@@ -85,9 +85,11 @@ class ModelConfig:
     preprocess_threshold: int | None = 200  # pixels > 200 set to 255; None switches it off
     # Brightfield images are first mapped linearly so that their dark level (1st percentile of grey) and
     # background (median) become these (deepace/data/levels.py; not in the paper): another camera's or
-    # export's grey levels otherwise cost many counts (BENCHMARKS.md, "Other imaging conditions"). 88 and
-    # 253 are the medians over 300 Taichung training cells. None: grey levels as they are.
-    brightfield_levels: tuple[float, float] | None = None
+    # export's grey levels otherwise cost many counts, and even on the validation cells the shipped model
+    # (trained without) counts better with it over eight orientations (BENCHMARKS.md, "Session 30"). 88 and
+    # 253 are the medians over 300 Taichung training cells. None: grey levels as they are (every model
+    # before session 30 was trained so; model files without the key read brightfield images with these).
+    brightfield_levels: tuple[float, float] | None = (88.0, 253.0)
     # Fluorescence images whose counted chromosomes come out lighter than this grey level are counted again
     # with their ink scaled so that they reach faint_fluorescence_target (deepace/faint.py; not in the
     # paper). With the shipped model, 160 is about the 90th percentile of the M-FISH training cells' level

@@ -103,21 +103,23 @@ def samples_for_iteration(
 
 
 def predict_records_with_stains(
-    detector: Detector, records: list[ImageRecord], progress: bool = False
+    detector: Detector, records: list[ImageRecord], progress: bool = False, views: int = 1
 ) -> list[tuple[ImagePrediction, str]]:
-    """Each record's prediction and the stain its image was read as."""
+    """Each record's prediction and the stain its image was read as; `views`: orientations each image is
+    counted in, the median one kept (deepace/views.py)."""
     out = []
     for record in tqdm(records, desc="predicting", unit="img", disable=not progress, leave=False):
-        found = detector.detect(record.path)
+        found = detector.detect(record.path, views=views)
         threshold = detector.threshold_for(found.stain)
-        out.append((ImagePrediction(record.path, found.boxes, found.scores, threshold), found.stain))
+        prediction = ImagePrediction(record.path, found.boxes, found.scores, threshold, found.view_counts)
+        out.append((prediction, found.stain))
     return out
 
 
 def predict_records(
-    detector: Detector, records: list[ImageRecord], progress: bool = False
+    detector: Detector, records: list[ImageRecord], progress: bool = False, views: int = 1
 ) -> list[ImagePrediction]:
-    return [pred for pred, _stain in predict_records_with_stains(detector, records, progress)]
+    return [pred for pred, _stain in predict_records_with_stains(detector, records, progress, views)]
 
 
 def validate(

@@ -28,6 +28,14 @@ class CellResult:
     # set when a faint fluorescence image was counted again darkened: its first pass's chromosome grey level
     # (Detector.detect, deepace/faint.py)
     faint_ink_level: float | None = None
+    # set when the image was counted in several orientations (Counter's views, deepace/views.py): each
+    # orientation's count; the boxes are the median one's
+    view_counts: tuple[int, ...] | None = None
+
+    @property
+    def steady(self) -> bool | None:
+        """Whether every orientation gave the same count (None: counted in one orientation only)."""
+        return None if not self.view_counts else len(set(self.view_counts)) == 1
 
     @property
     def count(self) -> int:
@@ -45,13 +53,16 @@ class CellResult:
 class Detection:
     """`Detector.detect`'s result: the pre-processed image the boxes were found in, the stain it was read
     as, boxes (N, 4) in its pixels and their scores by falling score. `ink_level`: set when the image was
-    faint and detected again darkened (deepace/faint.py), the first pass's grey level of its chromosomes."""
+    faint and detected again darkened (deepace/faint.py), the first pass's grey level of its chromosomes.
+    `view_counts`: set when the image was counted in several orientations (deepace/views.py), each one's
+    count; this detection is the median one's."""
 
     gray: np.ndarray
     stain: str
     boxes: np.ndarray
     scores: np.ndarray
     ink_level: float | None = None
+    view_counts: tuple[int, ...] | None = None
 
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "deepace.pt"
@@ -210,9 +221,11 @@ class Detector:
         model = self.config.model
         return prepare_image_and_stain(path, stain, model.preprocess_threshold, model.brightfield_levels)
 
-    def detect(self, path: Path, stain: str = "auto", magnification: float = 1.0) -> Detection:
+    def detect(
+        self, path: Path, stain: str = "auto", magnification: float = 1.0, views: int = 1
+    ) -> Detection:
         """Read, pre-process and detect one image (`read` then `detect_read`)."""
-        return self.detect_read(*self.read(path, stain), magnification)
+        return self.detect_read(*self.read(path, stain), magnification, views)
 
     def read(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
         """The image as the model reads it before the paper's pre-processing (brightfield-looking uint8)
@@ -232,12 +245,33 @@ class Detector:
             return self.detect_read(raw, stain).gray, stain
         return paper_preprocess(raw, self.config.model.preprocess_threshold), stain
 
-    def detect_read(self, raw: np.ndarray, stain: str, magnification: float = 1.0) -> Detection:
+    def detect_read(
+        self,
+        raw: np.ndarray,
+        stain: str,
+        magnification: float = 1.0,
+        views: int = 1,
+        threshold: float | None = None,
+    ) -> Detection:
         """Pre-process and detect an image from `read`; a faint fluorescence image is detected again with
-        its chromosomes darkened (deepace/faint.py, `ModelConfig.faint_fluorescence_level`)."""
+        its chromosomes darkened (deepace/faint.py, `ModelConfig.faint_fluorescence_level`). With `views`
+        > 1 the image is detected in that many orientations and the one whose count at `threshold` (default
+        the model's for the stain) is the median is kept (deepace/views.py)."""
         from deepace.data.images import paper_preprocess
         from deepace.faint import darkened, ink_level
 
+        if views > 1:
+            from dataclasses import replace
+
+            from deepace.views import median_view
+
+            at = self.threshold_for(stain) if threshold is None else threshold
+
+            def detect(image: np.ndarray) -> Detection:
+                return self.detect_read(image, stain, magnification)
+
+            found, counts = median_view(detect, raw, views, at)
+            return replace(found, view_counts=counts)
         model_config = self.config.model
         gray = paper_preprocess(raw, model_config.preprocess_threshold)
         boxes, scores = self.predict_gray(gray, stain, magnification)
@@ -286,11 +320,16 @@ class Counter:
         optimise: bool = True,
         magnification: float = 1.0,
         runtime: str = "auto",
+        views: int = 1,
     ) -> None:
         """`magnification`: resize every image by this factor before the model's own scaling, for spreads
         imaged at another magnification than the training images (2: chromosomes half the training size;
         BENCHMARKS.md, "Other magnifications"). `runtime`: the backbone's, with `optimise` (auto: ONNX
-        Runtime when it works, else torch; onnx; torch)."""
+        Runtime when it works, else torch; onnx; torch). `views`: orientations each image is counted in,
+        the median one kept (deepace/views.py; 1, 3, 5 or 7, each one more costs one more detection)."""
+        from deepace.views import check_views
+
+        self.views = check_views(views)
         self.detector = Detector.load(weights, num_threads, optimise=optimise, runtime=runtime)
         self.magnification = magnification
         self.stain = stain
@@ -322,8 +361,8 @@ class Counter:
             )
         from deepace.magnification import pixel_repetition
 
-        found = self.detector.detect_read(raw, stain, self.magnification)
-        threshold = self.threshold_for(found.stain)
+        threshold = self.threshold_for(stain)
+        found = self.detector.detect_read(raw, stain, self.magnification, self.views, threshold)
         return CellResult(
             image=path,
             width=found.gray.shape[1],
@@ -334,6 +373,7 @@ class Counter:
             low_confidence_band=self.band_for(threshold),
             pixel_repetition=pixel_repetition(found.gray),  # pointwise pre-processing keeps the blocks
             faint_ink_level=found.ink_level,
+            view_counts=found.view_counts,
         )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:

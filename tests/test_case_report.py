@@ -276,7 +276,9 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     case = make_case(tmp_path, [46, 47], broken=True)
     made: list[dict] = []
 
-    def fake_counter(weights=None, stain="auto", score_threshold=None, magnification=1.0, runtime="auto"):
+    def fake_counter(
+        weights=None, stain="auto", score_threshold=None, magnification=1.0, runtime="auto", views=1
+    ):
         made.append(
             {
                 "weights": weights,
@@ -284,6 +286,7 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
                 "score_threshold": score_threshold,
                 "magnification": magnification,
                 "runtime": runtime,
+                "views": views,
             }
         )
         return FakeCounter({"cell01.png": 46, "cell02.png": 47})
@@ -308,6 +311,8 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
             "1.5",
             "--runtime",
             "torch",
+            "--views",
+            "5",
             "--no-progress",
         ],
     )
@@ -319,6 +324,7 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
             "score_threshold": 0.6,
             "magnification": 1.5,
             "runtime": "torch",
+            "views": 5,
         }
     ]
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
@@ -423,3 +429,24 @@ def test_automatic_counts_are_read_by_their_median_reviewed_ones_by_their_mode()
     assert (reviewed.case_count, reviewed.basis) == (45, "mode")
     alert = next(f for f in reviewed.flags if f.code == "ABNORMAL_MODE")
     assert alert.message.startswith("Modal count is 45")
+
+
+def test_orientation_counts_travel_with_the_cell_and_mark_it_unsteady(
+    case_and_results: tuple[Path, list[CellResult]], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    case, results = case_and_results
+    views = {"cell01.png": (46, 46, 46), "cell03.png": (47, 46, 48)}
+    results = [replace(r, view_counts=views.get(r.image.name)) for r in results]
+    case_io.write_model_json(case, results)
+    model = case_io.read_model_json(case)
+    assert model["cell01.png"].view_counts == (46, 46, 46) and model["cell02.png"].view_counts is None
+    assert model["cell01.png"].steady is True and model["cell03.png"].steady is False
+    paths = case_io.build_case_report(case, list(model.values()), tmp_path / "out")
+    cells = {c["name"]: c for c in json.loads(paths["json"].read_text())["cells"]}
+    assert cells["cell03.png"]["unsteady"] and cells["cell03.png"]["orientation_counts"] == [47, 46, 48]
+    assert not cells["cell01.png"]["unsteady"] and not cells["cell02.png"]["unsteady"]
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count("unsteady 46–48") >= 1  # the cell's badge (table and picture grid)
+    assert page.count("unsteady") == page.count("unsteady 46–48")  # and no other cell's

@@ -196,3 +196,32 @@ def test_magnification_option_reaches_the_counter(tmp_path: Path, model_file: Pa
     assert a["detections"] != b["detections"]  # the model saw another image
     bad = CliRunner().invoke(app, [*base, str(tmp_path / "c.json"), "--magnification", "0"])
     assert bad.exit_code != 0
+
+
+def test_views_count_each_image_in_several_orientations(tmp_path: Path, model_file: Path) -> None:
+    write_blob_records(tmp_path / "cells", 2, size=128)
+    js, cs = tmp_path / "d.json", tmp_path / "c.csv"
+    args = [
+        "count",
+        str(tmp_path / "cells"),
+        "--weights",
+        str(model_file),
+        "--json",
+        str(js),
+        "--csv",
+        str(cs),
+    ]
+    result = CliRunner().invoke(app, [*args, "--views", "3"])
+    assert result.exit_code == 0, result.output
+    assert "orientations" in result.output
+    for entry in json.loads(js.read_text())["images"]:
+        views = entry["view_counts"]
+        assert len(views) == 3
+        assert entry["count"] == sorted(views)[1]  # the median orientation's boxes are the ones written
+        assert entry["count"] == sum(d["score"] >= entry["score_threshold"] for d in entry["detections"])
+    for row in csv.DictReader(cs.open()):
+        assert len(row["orientation_counts"].split()) == 3
+    result = CliRunner().invoke(app, [*args, "--views", "4"])
+    assert result.exit_code == 2 and "odd" in result.output
+    CliRunner().invoke(app, args)
+    assert "view_counts" not in json.loads(js.read_text())["images"][0]  # one orientation: no field

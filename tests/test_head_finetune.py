@@ -29,7 +29,12 @@ from tests.helpers_detection import tiny_config, write_blob_records
 
 def tiny_cascade() -> tuple[torch.nn.Module, Config]:
     torch.manual_seed(0)
-    config = tiny_config(fpn=True, head="fc", repulsion="none", cascade_ious=(0.6,), rescorer=True)
+    # brightfield_levels off: with these two-grey test images mapped to blobs of 88 on white, which of the
+    # untrained RPN's near-equal proposals survive Soft-NMS changes with the float16 rounding of the cached
+    # features (45% of them differ); at the raw greys (60 on 235) they agree, which is what is tested here
+    config = tiny_config(
+        fpn=True, head="fc", repulsion="none", cascade_ious=(0.6,), rescorer=True, brightfield_levels=None
+    )
     return build_detector(config.model).eval(), config
 
 

@@ -49,6 +49,19 @@ def test_round_trip(tmp_path: Path) -> None:
     assert b.score_threshold == pytest.approx(0.3)
 
 
+def test_orientation_counts_round_trip_and_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "pred.json"
+    several = ImagePrediction("a.png", view_counts=(46, 45, 46))
+    write_predictions([several, ImagePrediction("b.png")], path)
+    entries = json.loads(path.read_text())["images"]
+    assert entries[0]["view_counts"] == [46, 45, 46] and "view_counts" not in entries[1]
+    assert [p.view_counts for p in read_predictions(path)] == [(46, 45, 46), None]
+    entries[0]["view_counts"] = [46, "45"]
+    path.write_text(json.dumps({"images": entries}))
+    with pytest.raises(PredictionFileError, match="view_counts"):
+        read_predictions(path)
+
+
 def test_file_layout(tmp_path: Path) -> None:
     path = tmp_path / "pred.json"
     write_predictions([_pred()], path)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepace.cli.count_cmd import Runtime, magnification_option, runtime_option
+from deepace.cli.count_cmd import Runtime, magnification_option, runtime_option, views_option
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 
@@ -100,6 +100,7 @@ def register(app: typer.Typer) -> None:
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
         magnification: float = magnification_option(),
         runtime: Runtime = runtime_option(),
+        views: int = views_option(),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Count every cell of a case and write the case report (HTML, CSV, JSON)."""
@@ -118,6 +119,7 @@ def register(app: typer.Typer) -> None:
             score_threshold=score_threshold,
             magnification=magnification,
             runtime=runtime.value,
+            views=views,
         )
         _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
@@ -135,6 +137,7 @@ def register(app: typer.Typer) -> None:
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
         magnification: float = magnification_option(),
         runtime: Runtime = runtime_option(),
+        views: int = views_option(),
     ) -> None:
         """Open the review app: check and correct the automatic counts in a browser."""
         import uvicorn
@@ -157,6 +160,7 @@ def register(app: typer.Typer) -> None:
                 score_threshold=score_threshold,
                 magnification=magnification,
                 runtime=runtime.value,
+                views=views,
             )
 
         allowed: Sequence[str] = LOOPBACK_HOSTS

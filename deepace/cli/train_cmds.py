@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from deepace.cli.count_cmd import views_option
 from deepace.config import PRESETS, Config, ModelConfig, with_overrides
 
 
@@ -122,6 +123,7 @@ def predict_command(
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
     score_threshold: float | None = typer.Option(None, "--score-threshold"),
     device: str = device_option("cpu", "Run on (cpu: as `deepace count` runs)"),
+    views: int = views_option(),
 ) -> None:
     """Run a model over the images of a COCO file and write predictions down to a low score."""
     from deepace.data.predictions import write_predictions
@@ -131,7 +133,7 @@ def predict_command(
     detector = Detector.load(weights, optimise=True, device=device)  # on the CPU, what `deepace count` runs
     if score_threshold is not None:
         detector.score_threshold = score_threshold
-    write_predictions(predict_records(detector, _read_records([images]), progress=True), out)
+    write_predictions(predict_records(detector, _read_records([images]), progress=True, views=views), out)
     typer.echo(f"wrote {out}")
 
 

@@ -33,12 +33,15 @@ class PredictionFileError(ValueError):
 
 @dataclass
 class ImagePrediction:
-    """The detections for one image: boxes (x1, y1, x2, y2) in image pixels and their scores."""
+    """The detections for one image: boxes (x1, y1, x2, y2) in image pixels and their scores;
+    `view_counts`, when the image was counted in several orientations (deepace/views.py), each one's count
+    (the detections are the median one's)."""
 
     image: Path
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.float32))
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    view_counts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
@@ -59,8 +62,10 @@ class ImagePrediction:
 
     @classmethod
     def from_result(cls, result: Any) -> ImagePrediction:
-        """From anything with .image, .boxes, .scores and .score_threshold (e.g. inference.CellResult)."""
-        return cls(result.image, result.boxes, result.scores, result.score_threshold)
+        """From anything with .image, .boxes, .scores and .score_threshold, and perhaps .view_counts (e.g.
+        inference.CellResult)."""
+        views = getattr(result, "view_counts", None)
+        return cls(result.image, result.boxes, result.scores, result.score_threshold, views)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -78,12 +83,15 @@ def prediction_to_dict(pred: ImagePrediction) -> dict[str, Any]:
         {"box": [_short_float(v) for v in pred.boxes[i]], "score": _short_float(pred.scores[i])}
         for i in order
     ]
-    return {
+    entry: dict[str, Any] = {
         "image": str(pred.image),
         "count": pred.count,
         "score_threshold": pred.score_threshold,
-        "detections": detections,
     }
+    if pred.view_counts is not None:
+        entry["view_counts"] = [int(c) for c in pred.view_counts]
+    entry["detections"] = detections
+    return entry
 
 
 def write_predictions(preds: Iterable[ImagePrediction], path: str | Path) -> None:
@@ -128,7 +136,13 @@ def _parse_image(entry: Any, where: str) -> ImagePrediction:
         raise PredictionFileError(f"{where} ({image}): missing 'detections'")
     boxes, scores = _parse_detections(entry["detections"], f"{where} ({image})")
     threshold = _number(entry.get("score_threshold", DEFAULT_SCORE_THRESHOLD), f"{where}.score_threshold")
-    return ImagePrediction(Path(image), boxes, scores, threshold)
+    views = entry.get("view_counts")
+    if views is not None:
+        whole = isinstance(views, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in views)
+        if not whole:
+            raise PredictionFileError(f"{where}.view_counts: expected a list of whole numbers, got {views!r}")
+        views = tuple(views)
+    return ImagePrediction(Path(image), boxes, scores, threshold, views)
 
 
 def read_predictions(path: str | Path) -> list[ImagePrediction]:

@@ -183,6 +183,8 @@ def write_model_json(
             meta["pixel_repetition"] = int(r.pixel_repetition)
         if r.faint_ink_level is not None:
             meta["faint_ink_level"] = float(r.faint_ink_level)
+        if r.view_counts:
+            meta["view_counts"] = [int(c) for c in r.view_counts]
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
         if r.width and r.height:
             entry["width"], entry["height"] = int(r.width), int(r.height)
@@ -238,6 +240,7 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             error=meta.get("error"),
             pixel_repetition=int(meta.get("pixel_repetition", 1)),
             faint_ink_level=meta.get("faint_ink_level"),
+            view_counts=tuple(int(c) for c in meta["view_counts"]) if meta.get("view_counts") else None,
         )
     return out
 
@@ -390,9 +393,16 @@ class CellSummary:
     error: str | None = None
     # the model counted it faint and darkened (CellResult.faint_ink_level, deepace/faint.py)
     darkened: bool = False
+    # the model's count in each orientation when it counted the cell in several (deepace/views.py): a cell
+    # whose counts differ is less sure than one counted alike in every orientation
+    orientation_counts: list[int] | None = None
+
+    @property
+    def unsteady(self) -> bool:
+        return bool(self.orientation_counts) and len(set(self.orientation_counts or ())) > 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "unsteady": self.unsteady}
 
 
 @dataclass
@@ -448,14 +458,17 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
         low_counted = int(((s >= result.score_threshold) & (s < hi)).sum())
         low_uncounted = int(((s >= lo) & (s < result.score_threshold)).sum())
     darkened = result is not None and result.faint_ink_level is not None
+    views = list(result.view_counts) if result is not None and result.view_counts else None
     if review is not None:  # a reviewer could open the image, so their count stands
         return CellSummary(
             name, review.count, model_count, low, low_counted, low_uncounted,
             review.reviewed, review.differs_from(result), error=None, darkened=darkened,
+            orientation_counts=views,
         )  # fmt: skip
     return CellSummary(
-        name, model_count, model_count, low, low_counted, low_uncounted, error=error, darkened=darkened
-    )
+        name, model_count, model_count, low, low_counted, low_uncounted, error=error, darkened=darkened,
+        orientation_counts=views,
+    )  # fmt: skip
 
 
 COUNT_BASIS_NOTE = (
@@ -675,6 +688,12 @@ def _badges(c: CellSummary) -> str:
         out.append('<span class="badge b-off">off mode</span>')
     if c.darkened:
         out.append('<span class="badge b-auto" title="faint fluorescence image">counted darkened</span>')
+    if c.unsteady and not c.reviewed:
+        views = c.orientation_counts or []
+        out.append(
+            f'<span class="badge b-auto" title="counts in {len(views)} orientations: '
+            f'{", ".join(map(str, views))}">unsteady {min(views)}–{max(views)}</span>'
+        )
     return "".join(out)
 
 

@@ -153,6 +153,9 @@ function showSummary(summary) {
     const tags =
       (c.off_mode ? '<span class="tag off">off case count</span>' : "") +
       (c.darkened ? '<span class="tag" title="faint fluorescence image, counted darkened">darkened</span>' : "") +
+      (c.unsteady && !c.reviewed
+        ? `<span class="tag" title="counts in ${c.orientation_counts.length} orientations: ${c.orientation_counts.join(", ")}">unsteady</span>`
+        : "") +
       (c.low_confidence && !c.reviewed
         ? `<span class="tag low" title="${c.low_confidence} low-confidence detections to check">${c.low_confidence} low</span>`
         : "");
