@@ -62,6 +62,43 @@ def table(counts: np.ndarray, truth: np.ndarray) -> str:
     return "\n".join(lines)
 
 
+def box_offsets(detector, records) -> str:  # noqa: ANN001
+    """Per orientation, the median offset (x1, y1, x2, y2, in pixels) of the counted boxes found in it and
+    mapped back (deepace.views.boxes_to_original) from the counted boxes found in the image as it is, over
+    box pairs at IoU > 0.5, and the median offset of the latter from the annotated boxes."""
+    from deepace.metrics.detection import box_iou
+    from deepace.views import boxes_to_original
+
+    def paired(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """b's best match minus a, for the boxes of a with a match at IoU > 0.5."""
+        if not len(a) or not len(b):
+            return np.zeros((0, 4))
+        iou = box_iou(a, b)
+        keep = iou.max(1) > 0.5
+        return (b[iou.argmax(1)] - a)[keep]
+
+    offsets: dict[str, list[np.ndarray]] = {}
+    for record in records:
+        raw, stain = detector.read(record.path)
+        threshold = detector.threshold_for(stain)
+        base = detector.detect_read(raw, stain)
+        own = base.boxes[base.scores >= threshold]
+        offsets.setdefault("as it is, from the annotated boxes", []).append(paired(record.boxes, own))
+        for turns, mirrored in ORIENTATIONS[1:]:
+            seen = oriented(raw, turns, mirrored)
+            found = detector.detect_read(seen, stain)
+            back = boxes_to_original(found.boxes[found.scores >= threshold], seen.shape, turns, mirrored)
+            offsets.setdefault(f"{turns} quarter turns{', mirrored' if mirrored else ''}", []).append(
+                paired(own, back)
+            )
+    lines = ["| orientation | median offset x1 | y1 | x2 | y2 | box pairs |", "|---|---|---|---|---|---|"]
+    for name, parts in offsets.items():
+        d = np.concatenate(parts)
+        x1, y1, x2, y2 = np.median(d, axis=0)
+        lines.append(f"| {name} | {x1:+.2f} | {y1:+.2f} | {x2:+.2f} | {y2:+.2f} | {len(d)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
@@ -70,6 +107,9 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None)
     parser.add_argument("--load", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--offsets", action="store_true", help="where each orientation's boxes land, mapped back (no counts)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -88,6 +128,9 @@ def main() -> None:
 
         detector = Detector.load(args.weights, num_threads=args.threads, optimise=True)
         detector.config = with_overrides(detector.config, args.overrides)
+        if args.offsets:
+            print(box_offsets(detector, records))
+            return
         rows = []
         tic = time.perf_counter()
         for record in records:
