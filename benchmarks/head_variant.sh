@@ -19,7 +19,9 @@
 # built from BASE), HEADS (a model whose
 # heads are trained already, e.g. the shipped one: no training, the rest of the chain on it). The
 # overrides reach every step (e.g. --set model.rescorer_proposal_iou=0.6 changes the candidates). Outputs
-# go to $RUNS/variants/NAME/. A smoke test: small DATA splits, another
+# go to $RUNS/variants/NAME/. Caches and runs from before session 30 read brightfield images with their
+# grey levels as they are (model.brightfield_levels=null); a cache built since normalises them, so do not
+# mix the two in one comparison. A smoke test: small DATA splits, another
 # RUNS, ITERATIONS=20 SEEDS=1 CELLS=2 (cells per simulated case, default 20).
 set -euo pipefail
 NAME=${1:?usage: head_variant.sh NAME [--set model.KEY=VALUE]...}
