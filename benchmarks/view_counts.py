@@ -99,6 +99,31 @@ def box_offsets(detector, records) -> str:  # noqa: ANN001
     return "\n".join(lines)
 
 
+def case_table(counts: np.ndarray, records: list, cases: int) -> str:
+    """Simulated 20-cell normal cases (benchmarks/case_level.py: cells of constitutionally normal
+    patients, drawn without replacement) read by the median of their automatic counts, as the case report
+    reads them: per orientation and per `--views`, the share read as 46 and the share raising a count
+    alert (ABNORMAL_MODE or TIED_MODE)."""
+    from case_level import CONSTITUTIONALLY_46, simulate_cases
+
+    normal = [i for i, r in enumerate(records) if r.meta.get("list", "normal") in CONSTITUTIONALLY_46]
+    recorded = np.array(expected_counts([records[i] for i in normal]))
+    readings = [(f"orientation {o} alone", counts[normal, o]) for o in range(counts.shape[1])]
+    readings += [(f"--views {v}", median_counts(counts[normal], v)) for v in range(3, counts.shape[1] + 1, 2)]
+    lines = [
+        f"| reading ({len(normal)} cells, {cases} cases of 20) | case read as 46 | count alert |",
+        "|---|---|---|",
+    ]
+    for name, model in readings:
+        rows, _ = simulate_cases(recorded, model, 20, cases)
+        median = rows["model, by the median"]
+        alert = np.mean([max(r["abnormal_mode"], r["tied_mode"]) for r in median])
+        lines.append(
+            f"| {name} | {100 * np.mean([r['mode'] == 46 for r in median]):.1f}% | {100 * alert:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
@@ -107,6 +132,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None)
     parser.add_argument("--load", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=0, help="also simulate this many 20-cell normal cases")
     parser.add_argument(
         "--offsets", action="store_true", help="where each orientation's boxes land, mapped back (no counts)"
     )
@@ -149,6 +175,9 @@ def main() -> None:
             names = [str(r.path) for r in records]
             args.save.write_text(json.dumps({"images": names, "orientations": ORIENTATIONS, "counts": rows}))
     print(table(counts, truth))
+    if args.cases:
+        print()
+        print(case_table(counts, records, args.cases))
 
 
 if __name__ == "__main__":
