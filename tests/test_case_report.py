@@ -432,7 +432,7 @@ def test_automatic_counts_are_read_by_their_median_reviewed_ones_by_their_mode()
 
 
 def test_orientation_counts_travel_with_the_cell_and_mark_it_unsteady(
-    case_and_results: tuple[Path, list[CellResult]], tmp_path: Path
+    case_and_results: tuple[Path, list[CellResult]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from dataclasses import replace
 
@@ -448,5 +448,9 @@ def test_orientation_counts_travel_with_the_cell_and_mark_it_unsteady(
     assert cells["cell03.png"]["unsteady"] and cells["cell03.png"]["orientation_counts"] == [47, 46, 48]
     assert not cells["cell01.png"]["unsteady"] and not cells["cell02.png"]["unsteady"]
     page = paths["html"].read_text(encoding="utf-8")
+    from deepace.cli.case_cmds import _print_summary
+
+    _print_summary(case, paths)
+    assert "unsteady 46–48" in " ".join(capsys.readouterr().out.split())  # the command's table too
     assert page.count("unsteady 46–48") >= 1  # the cell's badge (table and picture grid)
     assert page.count("unsteady") == page.count("unsteady 46–48")  # and no other cell's

@@ -77,6 +77,9 @@ def _print_summary(case_dir: Path, paths: dict[str, Path]) -> None:
             table.add_row(c["name"], "—", "", f"[red]not counted: {c['error']}[/red]")
             continue
         status = "reviewed" if c["reviewed"] else ("corrected" if c["corrected"] else "automatic")
+        if c.get("unsteady") and not c["reviewed"]:
+            views = c["orientation_counts"]
+            status += f", unsteady {min(views)}–{max(views)}"
         count = f"[bold red]{c['count']}[/bold red]" if c["off_mode"] else str(c["count"])
         table.add_row(c["name"], count, str(c["low_confidence"] or ""), status)
     out.print(table)
