@@ -104,13 +104,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="model.KEY=VALUE, e.g. model.brightfield_levels=null",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="model.KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = ["original", *[c for c in args.conditions if c != "original"]]  # "paired" compares with it

@@ -136,13 +136,7 @@ def main() -> None:
     parser.add_argument(
         "--offsets", action="store_true", help="where each orientation's boxes land, mapped back (no counts)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="model.KEY=VALUE, e.g. model.brightfield_levels=null",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="model.KEY=VALUE")
     args = parser.parse_args()
     records = read_coco(args.coco)[: args.n]
     truth = np.array(expected_counts(records))
