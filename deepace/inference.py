@@ -33,11 +33,6 @@ class CellResult:
     view_counts: tuple[int, ...] | None = None
 
     @property
-    def steady(self) -> bool | None:
-        """Whether every orientation gave the same count (None: counted in one orientation only)."""
-        return None if not self.view_counts else len(set(self.view_counts)) == 1
-
-    @property
     def count(self) -> int:
         """Chromosomes counted: detections scoring at least the threshold."""
         return int((self.scores >= self.score_threshold).sum())

@@ -5,10 +5,11 @@ How a slide lies under the camera should not change a count, but it does: the sh
 G-band validation cells exactly 34–44.5% of the time depending on which of the eight orientations (quarter
 turns, mirror images) it is shown, and only 18 cells get one count in all eight (BENCHMARKS.md, "Session
 30: counting in several orientations"). Counting each cell in several orientations and keeping the
-orientation whose count is the median steadies the count (G-band MAE 1.09 → 0.94 with five) and gives a
+orientation whose count is the median steadies the count (G-band MAE 1.10 → 0.82 with five) and gives a
 reliability signal: a cell counted alike in every orientation is far more often right than one that is not
-(26 of 29 such G-band cells with five). An odd number of orientations, so that the median is one of them.
-The kept orientation's boxes are mapped back onto the image, so what a reviewer sees adds up to the count.
+(with five, 27 of 31 such G-band cells were exact, 67 of the other 169). An odd number of orientations, so
+that the median is one of them. The kept orientation's boxes are mapped back onto the image, so what a
+reviewer sees adds up to the count.
 """
 
 from __future__ import annotations

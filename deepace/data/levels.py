@@ -3,10 +3,10 @@
 The paper's pre-processing (§3.2: grey > 200 becomes white) presumes a near-white background, and the
 network learned the chromosomes' grey levels of its training lab. Another camera or export gives another
 background and contrast: the shipped model counted the G-band validation cells exactly 43% of the time, but
-26.5% with every grey level × 0.8 and 28.5% with the contrast lowered to 70% (BENCHMARKS.md, "Other imaging
-conditions"). A linear map of the image's own two reference levels — its dark level (the 1st percentile of
-grey: the darkest chromosome bands) and its background (the median: most of a spread is background) — onto
-the training images' typical ones undoes any such linear change exactly.
+26.5% with every grey level × 0.8 and 28.5% with the contrast lowered to 70% (BENCHMARKS.md, "Session 30:
+other imaging conditions"). A linear map of the image's own two reference levels — its dark level (the 1st
+percentile of grey: the darkest chromosome bands) and its background (the median: most of a spread is
+background) — onto the training images' typical ones undoes any such linear change exactly.
 """
 
 from __future__ import annotations
