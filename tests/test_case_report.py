@@ -446,10 +446,12 @@ def test_orientation_counts_travel_with_the_cell_and_mark_it_unsteady(
     cells = {c["name"]: c for c in json.loads(paths["json"].read_text())["cells"]}
     assert cells["cell03.png"]["unsteady"] and cells["cell03.png"]["orientation_counts"] == [47, 46, 48]
     assert not cells["cell01.png"]["unsteady"] and not cells["cell02.png"]["unsteady"]
+    flags = {f["code"]: f["message"] for f in json.loads(paths["json"].read_text())["flags"]}
+    assert flags["UNSTEADY_COUNTS"].startswith("1 cell counted differently")
     page = paths["html"].read_text(encoding="utf-8")
     from deepace.cli.case_cmds import _print_summary
 
     _print_summary(case, paths)
     assert "unsteady 46–48" in " ".join(capsys.readouterr().out.split())  # the command's table too
-    assert page.count("unsteady 46–48") >= 1  # the cell's badge (table and picture grid)
-    assert page.count("unsteady") == page.count("unsteady 46–48")  # and no other cell's
+    assert page.count(">unsteady 46–48<") >= 1  # the cell's badge (table and picture grid)
+    assert page.count(">unsteady ") == page.count(">unsteady 46–48<")  # and no other cell's badge

@@ -517,6 +517,7 @@ def summarize_case(
         n_reviewed=n_reviewed,
         n_low_confidence_cells=sum(1 for c in counted if c.low_confidence and not c.reviewed),
         n_unreadable=len(cells) - len(counted),
+        n_unsteady_cells=sum(1 for c in counted if c.unsteady and not c.reviewed),
     )
     flags += rules.magnification_flags(magnification_advice or {})
     flags += rules.repeated_pixel_flags(

@@ -297,8 +297,13 @@ def provisional(flags: Sequence[Flag], n_unreviewed: int, n_cells: int) -> list[
     return kept
 
 
-def review_flags(n_cells: int, n_reviewed: int, n_low_confidence_cells: int, n_unreadable: int) -> list[Flag]:
-    """Flags about the review itself: automatic counts are never signed out unchecked."""
+def review_flags(
+    n_cells: int, n_reviewed: int, n_low_confidence_cells: int, n_unreadable: int, n_unsteady_cells: int = 0
+) -> list[Flag]:
+    """Flags about the review itself: automatic counts are never signed out unchecked. `n_unsteady_cells`:
+    unreviewed cells counted differently in different orientations (`deepace case --views`, deepace/views.py);
+    on the G-band validation cells counted in five, 27 of the 31 steady cells were counted exactly and 67 of
+    the 169 unsteady ones (BENCHMARKS.md, "Session 30: counting in several orientations")."""
     flags: list[Flag] = []
     if n_unreadable:
         flags.append(
@@ -325,6 +330,15 @@ def review_flags(n_cells: int, n_reviewed: int, n_low_confidence_cells: int, n_u
                 "info",
                 f"{_cells(n_low_confidence_cells)} with low-confidence detections (orange boxes): "
                 f"check those boxes first.",
+            )
+        )
+    if n_unsteady_cells:
+        flags.append(
+            Flag(
+                "UNSTEADY_COUNTS",
+                "info",
+                f"{_cells(n_unsteady_cells)} counted differently in different orientations (unsteady): "
+                f"their counts are the less sure ones; check them first.",
             )
         )
     return flags
