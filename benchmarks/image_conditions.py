@@ -32,6 +32,7 @@ from deepace.inference import CellResult, Counter
 from deepace.metrics import expected_counts
 from deepace.metrics.counting import count_accuracy
 from deepace.metrics.detection import evaluate_detections
+from deepace.views import turned_boxes
 
 Gray = np.ndarray
 
@@ -77,13 +78,6 @@ CONDITIONS: dict[str, tuple[Callable[[Gray, int], Gray], str, str]] = {
 }
 
 
-def turned_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
-    """Boxes (x1, y1, x2, y2) of an image `width` px wide after `np.rot90` (a quarter turn anticlockwise):
-    the point (x, y) goes to (y, width - x)."""
-    x1, y1, x2, y2 = boxes.T
-    return np.stack([y1, width - x2, y2, width - x1], axis=1)
-
-
 def save_condition(gray: Gray, suffix: str, stem: Path) -> Path:
     if suffix.startswith(".jpg"):
         out = stem.with_suffix(".jpg")
@@ -126,7 +120,7 @@ def main() -> None:
                 path = save_condition(change(gray, index), suffix, Path(tmp) / f"{index:04d}")
                 results.append(counter.count_image(path))
                 path.unlink()
-                gts.append(turned_boxes(record.boxes, gray.shape[1]) if name == "turned" else record.boxes)
+                gts.append(turned_boxes(record.boxes, gray.shape, 1) if name == "turned" else record.boxes)
             seconds = (time.perf_counter() - tic) / len(records)
             failed = [r.image for r in results if r.error]
             if failed:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from deepace.data.images import load_image
+from deepace.views import turned_boxes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "image_conditions.py"
 spec = importlib.util.spec_from_file_location("image_conditions", SCRIPT)
@@ -22,8 +23,8 @@ def spread() -> np.ndarray:
 
 def test_a_turned_box_still_holds_its_chromosome() -> None:
     image = spread()
-    turned = np.rot90(image)
-    x1, y1, x2, y2 = image_conditions.turned_boxes(np.array([[10.0, 5.0, 14.0, 35.0]]), image.shape[1])[0]
+    turned = image_conditions.CONDITIONS["turned"][0](image, 0)  # the benchmark's quarter turn
+    x1, y1, x2, y2 = turned_boxes(np.array([[10.0, 5.0, 14.0, 35.0]]), image.shape, 1)[0]
     assert (x1, y1, x2, y2) == (5.0, 46.0, 35.0, 50.0)
     inside = turned[int(y1) : int(y2), int(x1) : int(x2)]
     assert (inside == 60).all()

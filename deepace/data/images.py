@@ -204,6 +204,14 @@ def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
     return np.where(fraction >= 0.5, high - difference * (1 - fraction), low + difference * fraction)
 
 
+def sampled(gray: np.ndarray, max_pixels: int = 1_000_000) -> np.ndarray:
+    """`gray` itself, or a strided sample of about `max_pixels` of it: plenty for a few percentiles."""
+    if gray.size <= max_pixels:
+        return gray
+    step = int(np.ceil(np.sqrt(gray.size / max_pixels)))
+    return gray[::step, ::step]
+
+
 def _stretch(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Robust percentile stretch to uint8: `low`..`high` percentiles map to 0..255."""
     finite = x.ravel() if x.dtype == np.uint8 else x[np.isfinite(x)]
@@ -266,10 +274,7 @@ def detect_stain(gray: np.ndarray) -> str:
     g = np.asarray(gray)
     if g.ndim != 2:
         g = to_gray_uint8(g)
-    if g.size > 1_000_000:  # a strided sample is plenty for three percentiles
-        step = int(np.ceil(np.sqrt(g.size / 1_000_000)))
-        g = g[::step, ::step]
-    lo, med, hi = percentiles(g, [0.5, 50.0, 99.5])
+    lo, med, hi = percentiles(sampled(g), [0.5, 50.0, 99.5])
     if hi - lo < 1e-9:
         return "brightfield" if med >= 128 else "fluorescence"
     position = (med - lo) / (hi - lo)

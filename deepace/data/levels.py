@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepace.data.images import percentiles
+from deepace.data.images import percentiles, sampled
 
 DARK_PERCENTILE = 1.0
 BACKGROUND_PERCENTILE = 50.0
@@ -23,11 +23,7 @@ MIN_CONTRAST = 16.0
 
 def grey_levels(gray: np.ndarray) -> tuple[float, float]:
     """(dark level, background level) of an (H, W) uint8 brightfield image."""
-    g = np.asarray(gray)
-    if g.size > 1_000_000:  # a strided sample is plenty for two percentiles
-        step = int(np.ceil(np.sqrt(g.size / 1_000_000)))
-        g = g[::step, ::step]
-    dark, background = percentiles(g, [DARK_PERCENTILE, BACKGROUND_PERCENTILE])
+    dark, background = percentiles(sampled(np.asarray(gray)), [DARK_PERCENTILE, BACKGROUND_PERCENTILE])
     return float(dark), float(background)
 
 
