@@ -9,7 +9,9 @@ orientation whose count is the median steadies the count (G-band MAE 1.10 → 0.
 reliability signal: a cell counted alike in every orientation is far more often right than one that is not
 (with five, 27 of 31 such G-band cells were exact, 67 of the other 169). An odd number of orientations, so
 that the median is one of them. The kept orientation's boxes are mapped back onto the image, so what a
-reviewer sees adds up to the count.
+reviewer sees adds up to the count, and registered on the boxes found in the image as it is: the model's
+boxes carry an offset fixed to the frame it sees (found upside down and mapped back they sit about 2 px
+lower; BENCHMARKS.md, "Session 30: counting in several orientations"), which would otherwise loosen them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from deepace.metrics.detection import box_iou
 
 if TYPE_CHECKING:
     from deepace.inference import Detection
@@ -95,12 +99,35 @@ def median_index(counts: Sequence[int]) -> int:
     return list(counts).index(middle)
 
 
+MIN_PAIRS = 5  # matched boxes needed to measure an offset; fewer and the kept boxes are left as mapped back
+
+
+def registered(
+    boxes: np.ndarray, counted: np.ndarray, reference: np.ndarray, min_pairs: int = MIN_PAIRS
+) -> np.ndarray:
+    """`boxes` moved, edge by edge, by the median offset of the `counted` ones (a boolean mask of `boxes`)
+    to the `reference` boxes they match (each the other's best at IoU >= 0.5); unchanged with fewer than
+    `min_pairs` such pairs."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    kept, reference = boxes[counted], np.asarray(reference, dtype=np.float32).reshape(-1, 4)
+    if len(kept) < min_pairs or len(reference) < min_pairs:
+        return boxes
+    iou = box_iou(kept, reference)
+    best = iou.argmax(1)
+    mutual = (iou.argmax(0)[best] == np.arange(len(kept))) & (iou.max(1) >= 0.5)
+    if mutual.sum() < min_pairs:
+        return boxes
+    offset = np.median(reference[best[mutual]] - kept[mutual], axis=0)
+    return (boxes + offset).astype(np.float32)
+
+
 def median_view(
     detect: Callable[[np.ndarray], Detection], raw: np.ndarray, views: int, threshold: float
 ) -> tuple[Detection, tuple[int, ...]]:
     """Run `detect` on the first `views` (VIEW_CHOICES) ORIENTATIONS of `raw` and return the detection whose
-    count at `threshold` is the median, with its image and boxes put back in `raw`'s orientation, and
-    every orientation's count (in ORIENTATIONS order)."""
+    count at `threshold` is the median, with its image and boxes put back in `raw`'s orientation (and
+    `registered` on the counted boxes of `raw` as it is), and every orientation's count (in ORIENTATIONS
+    order)."""
     from dataclasses import replace
 
     check_views(views)
@@ -110,4 +137,8 @@ def median_view(
         boxes = boxes_to_original(seen.boxes, seen.gray.shape[:2], turns, mirrored)
         found.append(replace(seen, gray=unoriented(seen.gray, turns, mirrored), boxes=boxes))
     counts = tuple(int((d.scores >= threshold).sum()) for d in found)
-    return found[median_index(counts)], counts
+    chosen = found[median_index(counts)]
+    if chosen is not found[0]:
+        as_is = found[0].boxes[found[0].scores >= threshold]
+        chosen = replace(chosen, boxes=registered(chosen.boxes, chosen.scores >= threshold, as_is))
+    return chosen, counts
