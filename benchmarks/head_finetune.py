@@ -42,7 +42,10 @@ def cache_command(args: argparse.Namespace) -> None:
     model = detector.config.model
     pasted = {
         coco: ChromosomeBank.from_records(
-            sources[coco], model.preprocess_threshold, levels=model.brightfield_levels
+            sources[coco],
+            model.preprocess_threshold,
+            levels=model.brightfield_levels,
+            denoise_above=model.denoise_above,
         )
         for coco in args.paste_into
     }

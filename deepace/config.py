@@ -90,6 +90,12 @@ class ModelConfig:
     # 253 are the medians over 300 Taichung training cells. None: grey levels as they are (every model
     # before session 30 was trained so; model files without the key read brightfield images with these).
     brightfield_levels: tuple[float, float] | None = (88.0, 253.0)
+    # Images whose pixel noise (Immerkær's estimate, grey levels of the 8-bit image as read) exceeds this are
+    # smoothed by total-variation denoising first (deepace/data/noise.py; not in the paper). The training
+    # images measure at most 1.3 (Taichung) and 2.9 (M-FISH DAPI), so none of them is touched; Gaussian
+    # noise of σ 8 measures about 7 and cost a third of the exact counts (BENCHMARKS.md, "Session 31: noisy
+    # images"). None: never denoised.
+    denoise_above: float | None = 4.0
     # Fluorescence images whose counted chromosomes come out lighter than this grey level are counted again
     # with their ink scaled so that they reach faint_fluorescence_target (deepace/faint.py; not in the
     # paper). With the shipped model, 160 is about the 90th percentile of the M-FISH training cells' level

@@ -204,6 +204,7 @@ def train(
         config.model.preprocess_threshold,
         stain_scale=config.model.stain_scale,
         levels=config.model.brightfield_levels,
+        denoise_above=config.model.denoise_above,
     )
     log_file = (out_dir / "log.jsonl").open("a") if dist_info.is_main else None
     end = t.iterations if stop_after is None else min(t.iterations, start + stop_after)

@@ -79,6 +79,7 @@ def cache_views(
             config.model.preprocess_threshold,
             stain_scale=config.model.stain_scale,
             levels=config.model.brightfield_levels,
+            denoise_above=config.model.denoise_above,
         )
         extra = pasted_views if source in pasted else 0
         for i, record in enumerate(records):

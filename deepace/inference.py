@@ -31,6 +31,9 @@ class CellResult:
     # set when the image was counted in several orientations (Counter's views, deepace/views.py): each
     # orientation's count; the boxes are the median one's
     view_counts: tuple[int, ...] | None = None
+    # set when the image was noisier than the training images and denoised before counting: its noise σ in
+    # grey levels (deepace/data/noise.py, `ModelConfig.denoise_above`)
+    denoised_noise: float | None = None
 
     @property
     def count(self) -> int:
@@ -214,7 +217,9 @@ class Detector:
         from deepace.data.dataset import prepare_image_and_stain
 
         model = self.config.model
-        return prepare_image_and_stain(path, stain, model.preprocess_threshold, model.brightfield_levels)
+        return prepare_image_and_stain(
+            path, stain, model.preprocess_threshold, model.brightfield_levels, model.denoise_above
+        )
 
     def detect(
         self, path: Path, stain: str = "auto", magnification: float = 1.0, views: int = 1
@@ -225,9 +230,14 @@ class Detector:
     def read(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
         """The image as the model reads it before the paper's pre-processing (brightfield-looking uint8)
         and the stain it was read as."""
-        from deepace.data.images import load_image_and_stain
+        return self.read_noting_noise(path, stain)[:2]
 
-        return load_image_and_stain(path, stain, self.config.model.brightfield_levels)
+    def read_noting_noise(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str, float | None]:
+        """`read`, and the image's noise σ if it was denoised (deepace/data/noise.py), else None."""
+        from deepace.data.images import read_as_model
+
+        model = self.config.model
+        return read_as_model(path, stain, model.brightfield_levels, model.denoise_above)
 
     def counted_gray(self, path: Path, stain: str = "auto") -> tuple[np.ndarray, str]:
         """The pre-processed image `detect` finds its boxes in, and the stain it was read as: for a faint
@@ -346,7 +356,7 @@ class Counter:
 
         path = Path(path)
         try:
-            raw, stain = self.detector.read(path, self.stain)
+            raw, stain, noise = self.detector.read_noting_noise(path, self.stain)
         except (ImageReadError, OSError, ValueError) as exc:
             return CellResult(
                 image=path,
@@ -369,6 +379,7 @@ class Counter:
             pixel_repetition=pixel_repetition(found.gray),  # pointwise pre-processing keeps the blocks
             faint_ink_level=found.ink_level,
             view_counts=found.view_counts,
+            denoised_noise=noise,
         )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:

@@ -71,16 +71,18 @@ def image_width(
     stain_scale: Callable[[str], float],
     darken: tuple[float, float] | None = None,
     levels: tuple[float, float] | None = None,
+    denoise_above: float | None = None,
 ) -> tuple[str, float | None] | None:
     """(the stain the image was read as, its chromosome_width), or None if the image cannot be read.
     `darken`: (ink level, target) of a faint image counted again darkened (deepace/faint.py), measured
     darkened the same way: the pre-processing erases a faint chromosome's pale edges, so it measures thin.
-    `levels`: `ModelConfig.brightfield_levels`, as the model reads the image."""
+    `levels`, `denoise_above`: `ModelConfig.brightfield_levels` and `.denoise_above`, as the model reads the
+    image."""
     from deepace.data.images import ImageReadError, load_image_and_stain, paper_preprocess
     from deepace.faint import darkened
 
     try:
-        gray, used = load_image_and_stain(path, stain, levels)
+        gray, used = load_image_and_stain(path, stain, levels, denoise_above)
     except (ImageReadError, OSError, ValueError):
         return None
     if darken is not None:
@@ -128,6 +130,7 @@ def magnification_advice(
             model.stain_scale,
             darken,
             levels=model.brightfield_levels,
+            denoise_above=model.denoise_above,
         )
         if measured is not None:
             widths.setdefault(measured[0], []).append(measured[1])
@@ -191,12 +194,14 @@ def training_widths(
     max_reads: int = MAX_TRAINING_READS,
     seed: int = 0,
     levels: tuple[float, float] | None = None,
+    denoise_above: float | None = None,
 ) -> dict[str, float]:
     """{stain: median chromosome width} of the distinct training images `paths`, read in random order
     (`seed`) until every stain seen has `per_stain` widths or `max_reads` images are read; stains with
     fewer than BATCH widths are left out. What `model.typical_chromosome_width` should hold for a model
     trained on these images (a minority stain, e.g. 99 DAPI among 1,899 training spreads, is read on for).
-    Unreadable images are skipped. `levels`: `ModelConfig.brightfield_levels`."""
+    Unreadable images are skipped. `levels`, `denoise_above`: `ModelConfig.brightfield_levels` and
+    `.denoise_above`."""
     distinct = sorted({str(p) for p in paths})
     order = np.random.default_rng(seed).permutation(len(distinct))[:max_reads]
     widths: dict[str, list[float]] = {}
@@ -204,7 +209,9 @@ def training_widths(
         if widths and all(len(found) >= per_stain for found in widths.values()):
             break
         path = Path(distinct[index])
-        measured = image_width(path, "auto", preprocess_threshold, stain_scale, levels=levels)
+        measured = image_width(
+            path, "auto", preprocess_threshold, stain_scale, levels=levels, denoise_above=denoise_above
+        )
         if measured is not None and measured[1] is not None:
             widths.setdefault(measured[0], []).append(measured[1])
     return {stain: float(np.median(found)) for stain, found in widths.items() if len(found) >= BATCH}

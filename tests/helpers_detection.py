@@ -87,3 +87,18 @@ def sample_head_rois(proposals: torch.Tensor, **model: object) -> tuple[torch.Te
     target = {"boxes": ONE_CHROMOSOME, "labels": torch.ones(1, dtype=torch.int64)}
     sampled, _, labels, _ = heads.select_training_samples([torch.cat([proposals, background])], [target])
     return sampled[0], labels[0]
+
+
+class RecordingModel(torch.nn.Module):
+    """A stand-in detector: the same `boxes` and `scores` (none by default) whatever it is given; keeps each
+    input image, to check how a Detector read and prepared it."""
+
+    def __init__(self, boxes: list[list[float]] | None = None, scores: list[float] | None = None) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+        self.boxes = torch.tensor(boxes or [], dtype=torch.float32).reshape(-1, 4)
+        self.scores = torch.tensor(scores or [], dtype=torch.float32)
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.inputs.append(images[0])
+        return [{"boxes": self.boxes.clone(), "scores": self.scores.clone()}]

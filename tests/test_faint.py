@@ -12,7 +12,7 @@ from PIL import Image
 
 from deepace.faint import darkened, ink_level
 from deepace.inference import CellResult, Detector
-from tests.helpers_detection import tiny_config
+from tests.helpers_detection import RecordingModel, tiny_config
 
 BAR = (slice(20, 44), slice(30, 36))  # rows, columns of the chromosome-like bar
 BAR_BOX = [28.0, 18.0, 38.0, 46.0]  # x1, y1, x2, y2 around it
@@ -47,18 +47,6 @@ def test_ink_level_reads_the_darker_quarter_of_the_counted_boxes_only() -> None:
     assert ink_level(corner, np.array([[-5, -5, 3, 3]], np.float32), np.array([0.9]), 0.5) == 0.0
 
 
-class _RecordingModel(torch.nn.Module):
-    """One box around the bar with score 0.9, whatever it is given; keeps each input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        self.inputs.append(images[0])
-        return [{"boxes": torch.tensor([BAR_BOX]), "scores": torch.tensor([0.9])}]
-
-
 def _dapi(tmp_path: Path, bar: int, name: str) -> Path:
     """A fluorescence image: a bar of grey `bar` on a dark background, and a saturated nucleus that sets
     the top of the stretch."""
@@ -70,10 +58,10 @@ def _dapi(tmp_path: Path, bar: int, name: str) -> Path:
     return path
 
 
-def _detector() -> tuple[Detector, _RecordingModel]:
+def _detector() -> tuple[Detector, RecordingModel]:
     config = tiny_config()
     config.model.fluorescence_scale = 1.0
-    model = _RecordingModel()
+    model = RecordingModel([BAR_BOX], [0.9])
     return Detector(model, config, score_threshold=0.5), model
 
 

@@ -1,7 +1,6 @@
 """deepace/data/levels.py: a brightfield spread's grey levels brought to the training images'."""
 
 import numpy as np
-import torch
 
 from deepace.data.levels import grey_levels, normalised_levels
 
@@ -74,29 +73,17 @@ def test_brightfield_files_are_read_at_the_levels_fluorescence_ones_as_before(tm
     assert grey_levels(dim)[1] < 200 and grey_levels(prepared)[1] == 255
 
 
-class _Recorder(torch.nn.Module):
-    """No boxes, whatever it is given; keeps each input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        self.inputs.append(images[0])
-        return [{"boxes": torch.zeros((0, 4)), "scores": torch.zeros((0,))}]
-
-
 def test_the_detector_reads_brightfield_images_at_its_configured_levels(tmp_path) -> None:  # noqa: ANN001
     from PIL import Image
 
     from deepace.inference import Detector
-    from tests.helpers_detection import tiny_config
+    from tests.helpers_detection import RecordingModel, tiny_config
 
     path = tmp_path / "dim.png"
     Image.fromarray(np.rint(spread() * 0.8).astype(np.uint8)).save(path)
     backgrounds = {}
     for levels in (None, TARGET):
-        model = _Recorder()
+        model = RecordingModel()
         Detector(model, tiny_config(brightfield_levels=levels), score_threshold=0.5).detect(path)
         backgrounds[levels] = float(model.inputs[0].median())
     assert backgrounds[TARGET] == 1.0  # the background reaches the paper's white

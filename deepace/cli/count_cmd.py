@@ -114,6 +114,7 @@ def count_command(
     warn_about_magnification(counter, results, err)
     warn_about_repeated_pixels(results, err)
     note_faint_images(results, err)
+    note_denoised_images(results, err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
     if out is not None:
         _write_annotated(results, out)
@@ -167,6 +168,19 @@ def note_faint_images(results, console: Console) -> None:  # noqa: ANN001
         console.print(
             f"note: {len(faint)} faint fluorescence image(s) counted again with their chromosomes darkened "
             f"(the paper's pre-processing whitens faint chromosomes): {names}"
+        )
+
+
+def note_denoised_images(results, console: Console) -> None:  # noqa: ANN001
+    """Say which images were noisier than the training images and denoised before counting
+    (CellResult.denoised_noise, deepace/data/noise.py)."""
+    noisy = [r for r in results if not r.error and r.denoised_noise is not None]
+    if noisy:
+        names = ", ".join(_display_name(r.image) for r in noisy[:5]) + (" …" if len(noisy) > 5 else "")
+        worst = max(r.denoised_noise for r in noisy)
+        console.print(
+            f"note: {len(noisy)} noisy image(s) (pixel noise up to σ {worst:.1f} grey levels; the training "
+            f"images' is under 3) smoothed before counting; noise costs counts even so: {names}"
         )
 
 

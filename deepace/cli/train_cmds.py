@@ -109,7 +109,11 @@ def measured_typical_widths(model: ModelConfig, records: list) -> ModelConfig:  
 
     paths = [r.path for r in records]
     widths = training_widths(
-        paths, model.stain_scale, model.preprocess_threshold, levels=model.brightfield_levels
+        paths,
+        model.stain_scale,
+        model.preprocess_threshold,
+        levels=model.brightfield_levels,
+        denoise_above=model.denoise_above,
     )
     measured = model.with_typical_widths(widths)
     shown = ", ".join(f"{stain} {width:.1f} px" for stain, width in sorted(widths.items())) or "none measured"

@@ -53,12 +53,16 @@ class ChromosomeBank:
         preprocess_threshold: int | None = 200,
         per_cell: int = 8,
         levels: tuple[float, float] | None = None,
+        denoise_above: float | None = None,
     ) -> ChromosomeBank:
         """The isolated chromosomes of `records`' images (read and prepared as for training, grey `levels`
-        as `ModelConfig.brightfield_levels`), at most `per_cell` from each."""
+        as `ModelConfig.brightfield_levels`, denoised as `ModelConfig.denoise_above`), at most `per_cell`
+        from each."""
         bank = cls()
         for record in records:
-            gray, _ = prepare_image_and_stain(record.path, "auto", preprocess_threshold, levels)
+            gray, _ = prepare_image_and_stain(
+                record.path, "auto", preprocess_threshold, levels, denoise_above
+            )
             bank.add_from(gray, record, limit=per_cell)
         return bank
 

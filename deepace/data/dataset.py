@@ -25,10 +25,12 @@ def prepare_image_and_stain(
     stain: str = "auto",
     preprocess_threshold: int | None = 200,  # noqa: ANN001
     levels: tuple[float, float] | None = None,
+    denoise_above: float | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Read an image as a brightfield-looking (H, W) uint8 array, its grey `levels` set
-    (`ModelConfig.brightfield_levels`), with the paper's thresholding; also the stain it was read as."""
-    gray, stain_used = load_image_and_stain(path, stain=stain, levels=levels)
+    """Read an image as a brightfield-looking (H, W) uint8 array, denoised if noisier than `denoise_above`
+    (`ModelConfig.denoise_above`), its grey `levels` set (`ModelConfig.brightfield_levels`), with the paper's
+    thresholding; also the stain it was read as."""
+    gray, stain_used = load_image_and_stain(path, stain=stain, levels=levels, denoise_above=denoise_above)
     return paper_preprocess(gray, preprocess_threshold), stain_used
 
 
@@ -43,10 +45,12 @@ class DetectionDataset(Dataset):
         stain: str = "auto",
         stain_scale: Callable[[str], float] | None = None,
         levels: tuple[float, float] | None = None,
+        denoise_above: float | None = None,
     ) -> None:
         self.records = records
         self.preprocess_threshold = preprocess_threshold
         self.levels = levels
+        self.denoise_above = denoise_above
         self.stain = stain
         self.stain_scale = stain_scale
 
@@ -59,7 +63,9 @@ class DetectionDataset(Dataset):
         """The record's image and targets; `augment` (e.g. copy_paste.paster) changes the prepared image,
         its boxes and their class names first, in the record's own pixels."""
         record = self.records[index]
-        gray, stain = prepare_image_and_stain(record.path, self.stain, self.preprocess_threshold, self.levels)
+        gray, stain = prepare_image_and_stain(
+            record.path, self.stain, self.preprocess_threshold, self.levels, self.denoise_above
+        )
         boxes = record.boxes.astype(np.float32, copy=True)
         names = list(record.labels or [""] * len(boxes))
         if augment is not None:

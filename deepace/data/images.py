@@ -291,23 +291,43 @@ def load_image(path: str | os.PathLike[str], stain: str = "auto") -> np.ndarray:
 
 
 def load_image_and_stain(
-    path: str | os.PathLike[str], stain: str = "auto", levels: tuple[float, float] | None = None
+    path: str | os.PathLike[str],
+    stain: str = "auto",
+    levels: tuple[float, float] | None = None,
+    denoise_above: float | None = None,
 ) -> tuple[np.ndarray, str]:
     """`load_image`, also returning the stain it was read as ('brightfield' or 'fluorescence'). `levels`:
     (dark, background) grey levels a brightfield image is mapped onto (deepace/data/levels.py,
-    `ModelConfig.brightfield_levels`); None keeps its own."""
+    `ModelConfig.brightfield_levels`); None keeps its own. `denoise_above`: the noise level above which the
+    grey image is denoised first (deepace/data/noise.py, `ModelConfig.denoise_above`); None never."""
+    gray, stain, _ = read_as_model(path, stain, levels, denoise_above)
+    return gray, stain
+
+
+def read_as_model(
+    path: str | os.PathLike[str],
+    stain: str = "auto",
+    levels: tuple[float, float] | None = None,
+    denoise_above: float | None = None,
+) -> tuple[np.ndarray, str, float | None]:
+    """`load_image_and_stain`, also returning the image's noise σ when it was denoised (else None)."""
     if stain not in STAINS:
         raise ValueError(f"stain must be one of {', '.join(STAINS)}, not {stain!r}")
     gray = to_gray_uint8(read_raw(path))
+    noise = None
+    if denoise_above is not None:
+        from deepace.data.noise import denoised_and_noise
+
+        gray, noise = denoised_and_noise(gray, denoise_above)
     if stain == "auto":
         stain = detect_stain(gray)
     if stain == "fluorescence":
-        return 255 - _stretch(gray), stain
+        return 255 - _stretch(gray), stain, noise
     if levels is not None:
         from deepace.data.levels import normalised_levels  # it reads this module's percentiles
 
         gray = normalised_levels(gray, levels)
-    return gray, stain
+    return gray, stain, noise
 
 
 def rescale_gray(gray: np.ndarray, factor: float) -> np.ndarray:

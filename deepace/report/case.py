@@ -183,6 +183,8 @@ def write_model_json(
             meta["pixel_repetition"] = int(r.pixel_repetition)
         if r.faint_ink_level is not None:
             meta["faint_ink_level"] = float(r.faint_ink_level)
+        if r.denoised_noise is not None:
+            meta["denoised_noise"] = float(r.denoised_noise)
         if r.view_counts:
             meta["view_counts"] = [int(c) for c in r.view_counts]
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
@@ -240,6 +242,7 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             error=meta.get("error"),
             pixel_repetition=int(meta.get("pixel_repetition", 1)),
             faint_ink_level=meta.get("faint_ink_level"),
+            denoised_noise=meta.get("denoised_noise"),
             view_counts=tuple(int(c) for c in meta["view_counts"]) if meta.get("view_counts") else None,
         )
     return out
@@ -393,6 +396,8 @@ class CellSummary:
     error: str | None = None
     # the model counted it faint and darkened (CellResult.faint_ink_level, deepace/faint.py)
     darkened: bool = False
+    # noise σ of a cell noisier than the training images, denoised before counting (CellResult.denoised_noise)
+    denoised_noise: float | None = None
     # the model's count in each orientation when it counted the cell in several (deepace/views.py): a cell
     # whose counts differ is less sure than one counted alike in every orientation
     orientation_counts: list[int] | None = None
@@ -459,15 +464,16 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
         low_uncounted = int(((s >= lo) & (s < result.score_threshold)).sum())
     darkened = result is not None and result.faint_ink_level is not None
     views = list(result.view_counts) if result is not None and result.view_counts else None
+    noise = None if result is None else result.denoised_noise
     if review is not None:  # a reviewer could open the image, so their count stands
         return CellSummary(
             name, review.count, model_count, low, low_counted, low_uncounted,
             review.reviewed, review.differs_from(result), error=None, darkened=darkened,
-            orientation_counts=views,
+            denoised_noise=noise, orientation_counts=views,
         )  # fmt: skip
     return CellSummary(
         name, model_count, model_count, low, low_counted, low_uncounted, error=error, darkened=darkened,
-        orientation_counts=views,
+        denoised_noise=noise, orientation_counts=views,
     )  # fmt: skip
 
 
@@ -689,6 +695,11 @@ def _badges(c: CellSummary) -> str:
         out.append('<span class="badge b-off">off mode</span>')
     if c.darkened:
         out.append('<span class="badge b-auto" title="faint fluorescence image">counted darkened</span>')
+    if c.denoised_noise is not None:
+        out.append(
+            f'<span class="badge b-auto" title="pixel noise σ {c.denoised_noise:.1f} grey levels, far above '
+            f"the training images'; smoothed before counting\">noisy, denoised</span>"
+        )
     if c.unsteady and not c.reviewed:
         views = c.orientation_counts or []
         out.append(

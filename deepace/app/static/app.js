@@ -153,6 +153,9 @@ function showSummary(summary) {
     const tags =
       (c.off_mode ? '<span class="tag off">off case count</span>' : "") +
       (c.darkened ? '<span class="tag" title="faint fluorescence image, counted darkened">darkened</span>' : "") +
+      (c.denoised_noise !== null && c.denoised_noise !== undefined
+        ? `<span class="tag" title="pixel noise σ ${c.denoised_noise.toFixed(1)} grey levels, far above the training images'; smoothed before counting">denoised</span>`
+        : "") +
       (c.unsteady && !c.reviewed
         ? `<span class="tag" title="counts in ${c.orientation_counts.length} orientations: ${c.orientation_counts.join(", ")}">unsteady</span>`
         : "") +
