@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 from skimage.restoration import denoise_tv_chambolle
 
-# Chambolle's weight (on grey levels scaled to 0..1) per unit of noise σ (also scaled to 0..1): 3.2 gives
-# 0.1 at σ 8, the weight that counted best of 0.05, 0.1 and 0.2 on noisy G-band cells (BENCHMARKS.md,
+# Chambolle's weight (on grey levels scaled to 0..1) at noise σ 8, in proportion to the noise measured: of
+# 0.05, 0.1, 0.15 and 0.2 (and 0.1 twice), 0.1 counted best on noisy G-band and DAPI cells (BENCHMARKS.md,
 # "Session 31: noisy images").
-TV_WEIGHT_PER_SIGMA = 3.2
+TV_WEIGHT_AT_SIGMA_8 = 0.1
 
 
 def noise_sigma(gray: np.ndarray) -> float:
@@ -43,8 +43,8 @@ def denoised_and_noise(gray: np.ndarray, above: float | None) -> tuple[np.ndarra
     sigma = noise_sigma(gray)
     if sigma <= above:
         return gray, None
-    weight = TV_WEIGHT_PER_SIGMA * sigma / 255.0
-    smooth = denoise_tv_chambolle(np.asarray(gray, np.float32) / 255.0, weight=weight)
+    weight = TV_WEIGHT_AT_SIGMA_8 * sigma / 8.0
+    smooth = denoise_tv_chambolle(np.asarray(gray, np.float64) / 255.0, weight=weight)
     return np.clip(np.rint(smooth * 255.0), 0, 255).astype(np.uint8), sigma
 
 
