@@ -17,7 +17,9 @@
 # instead, then propose again on the cached features for the rescorer's candidates), BASE (the model to
 # start from, default the session-13 model; its backbone must be the cache's: a CACHE not built yet is
 # built from BASE), HEADS (a model whose
-# heads are trained already, e.g. the shipped one: no training, the rest of the chain on it). The
+# heads are trained already, e.g. the shipped one: no training, the rest of the chain on it), CACHE_VIEWS
+# (views cached per image, default 2: the image and one of its three flips; 4: the image and all three,
+# whose first two are the 2-view cache's, so its files can be linked in and only the rest computed). The
 # overrides reach every step (e.g. --set model.rescorer_proposal_iou=0.6 changes the candidates). Outputs
 # go to $RUNS/variants/NAME/. Caches and runs from before session 30 read brightfield images with their
 # grey levels as they are (model.brightfield_levels=null); a cache built since normalises them, so do not
@@ -53,7 +55,7 @@ if [ ! -f "$S13" ]; then  # the session-13 model whose backbone the cache holds
 fi
 if [ ! -f "$CACHE/DONE" ]; then
   log cache
-  python -u benchmarks/head_finetune.py cache --weights "$BASE" --train "$T" --train "$M" --views 2 \
+  python -u benchmarks/head_finetune.py cache --weights "$BASE" --train "$T" --train "$M" --views "${CACHE_VIEWS:-2}" \
     --out "$CACHE" 2>&1 | quiet
   touch "$CACHE/DONE"
 fi
