@@ -116,4 +116,11 @@ def test_a_case_keeps_which_images_were_denoised(tmp_path) -> None:  # noqa: ANN
     assert back["noisy.png"].denoised_noise == 9.7 and back["plain.png"].denoised_noise is None
     summary = summarize_case("case", back, {})
     assert [c.denoised_noise for c in summary.cells] == [9.7, None]
+    (flag,) = [f for f in summary.flags if f.code == "NOISY_IMAGES"]
+    assert (
+        flag.severity == "info" and "1 cell was noisy" in flag.message and "noisy.png (σ 9.7)" in flag.message
+    )
+    assert "NOISY_IMAGES" not in {
+        f.code for f in summarize_case("case", {"plain.png": back["plain.png"]}, {}).flags
+    }
     assert "noisy, denoised" in _badges(summary.cells[0]) and "denoised" not in _badges(summary.cells[1])

@@ -529,6 +529,9 @@ def summarize_case(
     flags += rules.repeated_pixel_flags(
         {n: r.pixel_repetition for n, r in results.items() if r is not None and r.pixel_repetition > 1}
     )
+    flags += rules.noisy_image_flags(
+        {n: r.denoised_noise for n, r in results.items() if r is not None and r.denoised_noise is not None}
+    )
     return CaseSummary(name, expected, cells, mode, rules.sort_flags(flags), basis)
 
 

@@ -363,6 +363,26 @@ def magnification_flags(advice: dict[str, float]) -> list[Flag]:
     ]
 
 
+def noisy_image_flags(noise: dict[str, float], listed: int = 5) -> list[Flag]:
+    """One flag for the cells whose images were far noisier than the training images and denoised before
+    counting ({name: noise σ}; deepace/data/noise.py): denoising gives back most of what noise costs on
+    G-band spreads, less on DAPI ones (BENCHMARKS.md, "Session 31: noisy images")."""
+    if not noise:
+        return []
+    names = sorted(noise)
+    shown = ", ".join(f"{n} (σ {noise[n]:.1f})" for n in names[:listed])
+    more = f" and {len(names) - listed} more" if len(names) > listed else ""
+    return [
+        Flag(
+            "NOISY_IMAGES",
+            "info",
+            f"{_cells(len(names))} {'was' if len(names) == 1 else 'were'} noisy and smoothed before counting "
+            f"(pixel noise in grey levels): {shown}{more}. Noise still costs some counts, most on DAPI "
+            f"images; a longer exposure or lower camera gain gives cleaner images.",
+        )
+    ]
+
+
 def repeated_pixel_flags(factors: dict[str, int], listed: int = 5) -> list[Flag]:
     """One flag for the cells whose images were enlarged k times by repeating pixels ({name: k};
     deepace.magnification.pixel_repetition): the model miscounts such blocky images badly, whatever
