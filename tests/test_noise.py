@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepace.data.noise import denoised, noise_sigma
+from deepace.data.noise import denoised_and_noise, noise_sigma
 
 LIMIT = 4.0
 
@@ -33,16 +33,20 @@ def test_noise_sigma_measures_added_noise_and_not_the_image() -> None:
 
 def test_images_as_clean_as_the_training_ones_are_left_exactly_as_they_are() -> None:
     clean = spread()
-    assert denoised(clean, LIMIT) is clean
+    out, noise = denoised_and_noise(clean, LIMIT)
+    assert out is clean and noise is None
     slightly = noisy(2.0)
-    assert denoised(slightly, LIMIT) is slightly
+    out, noise = denoised_and_noise(slightly, LIMIT)
+    assert out is slightly and noise is None
     very = noisy(10.0)
-    assert denoised(very, None) is very  # switched off
+    out, noise = denoised_and_noise(very, None)  # switched off
+    assert out is very and noise is None
 
 
 def test_noise_far_above_the_limit_is_taken_out_and_the_chromosomes_kept() -> None:
     very = noisy(10.0)
-    out = denoised(very, LIMIT)
+    out, noise = denoised_and_noise(very, LIMIT)
+    assert noise == noise_sigma(very)
     assert out.dtype == np.uint8 and out.shape == very.shape
     error_before = np.abs(very.astype(float) - spread()).mean()
     error_after = np.abs(out.astype(float) - spread()).mean()
@@ -77,7 +81,7 @@ def test_training_reads_images_as_counting_does(tmp_path) -> None:  # noqa: ANN0
     read, _ = load_image_and_stain(path, denoise_above=LIMIT)
     prepared, _ = prepare_image_and_stain(path, "auto", None, None, LIMIT)
     np.testing.assert_array_equal(read, prepared)
-    np.testing.assert_array_equal(read, denoised(noisy(10.0), LIMIT))
+    np.testing.assert_array_equal(read, denoised_and_noise(noisy(10.0), LIMIT)[0])
 
 
 def test_counting_says_which_images_were_denoised(tmp_path) -> None:  # noqa: ANN001

@@ -46,8 +46,3 @@ def denoised_and_noise(gray: np.ndarray, above: float | None) -> tuple[np.ndarra
     weight = TV_WEIGHT_AT_SIGMA_8 * sigma / 8.0
     smooth = denoise_tv_chambolle(np.asarray(gray, np.float64) / 255.0, weight=weight)
     return np.clip(np.rint(smooth * 255.0), 0, 255).astype(np.uint8), sigma
-
-
-def denoised(gray: np.ndarray, above: float | None) -> np.ndarray:
-    """`denoised_and_noise`'s image."""
-    return denoised_and_noise(gray, above)[0]

@@ -363,6 +363,12 @@ def magnification_flags(advice: dict[str, float]) -> list[Flag]:
     ]
 
 
+def _listed(items: list[str], listed: int) -> str:
+    """The first `listed` items, comma-separated, and how many more there are."""
+    more = f" and {len(items) - listed} more" if len(items) > listed else ""
+    return ", ".join(items[:listed]) + more
+
+
 def noisy_image_flags(noise: dict[str, float], listed: int = 5) -> list[Flag]:
     """One flag for the cells whose images were far noisier than the training images and denoised before
     counting ({name: noise σ}; deepace/data/noise.py): denoising gives back most of what noise costs on
@@ -370,14 +376,13 @@ def noisy_image_flags(noise: dict[str, float], listed: int = 5) -> list[Flag]:
     if not noise:
         return []
     names = sorted(noise)
-    shown = ", ".join(f"{n} (σ {noise[n]:.1f})" for n in names[:listed])
-    more = f" and {len(names) - listed} more" if len(names) > listed else ""
+    shown = _listed([f"{n} (σ {noise[n]:.1f})" for n in names], listed)
     return [
         Flag(
             "NOISY_IMAGES",
             "info",
             f"{_cells(len(names))} {'was' if len(names) == 1 else 'were'} noisy and smoothed before counting "
-            f"(pixel noise in grey levels): {shown}{more}. Noise still costs some counts, most on DAPI "
+            f"(pixel noise in grey levels): {shown}. Noise still costs some counts, most on DAPI "
             f"images; a longer exposure or lower camera gain gives cleaner images.",
         )
     ]
@@ -390,14 +395,13 @@ def repeated_pixel_flags(factors: dict[str, int], listed: int = 5) -> list[Flag]
     if not factors:
         return []
     names = sorted(factors)
-    shown = ", ".join(f"{n} ({factors[n]}x)" for n in names[:listed])
-    more = f" and {len(names) - listed} more" if len(names) > listed else ""
+    shown = _listed([f"{n} ({factors[n]}x)" for n in names], listed)
     return [
         Flag(
             "BLOCKY_IMAGES",
             "alert",
             f"{_cells(len(names))} {'looks' if len(names) == 1 else 'look'} enlarged by repeating pixels "
-            f"(nearest-neighbour zoom): {shown}{more}. "
+            f"(nearest-neighbour zoom): {shown}. "
             f"Counts on such images can be far off; count the camera's original images.",
         )
     ]
