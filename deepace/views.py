@@ -11,7 +11,9 @@ reliability signal: a cell counted alike in every orientation is far more often 
 that the median is one of them. The kept orientation's boxes are mapped back onto the image, so what a
 reviewer sees adds up to the count, and registered on the boxes found in the image as it is: the model's
 boxes carry an offset fixed to the frame it sees (found upside down and mapped back they sit about 2 px
-lower; BENCHMARKS.md, "Session 30: counting in several orientations"), which would otherwise loosen them.
+lower: its head stages learned the annotators' habit of drawing boxes about 1 px high, having seen few
+images upside down; BENCHMARKS.md, "Session 30: counting in several orientations" and "Session 31: the
+head stages trained on all four flips"), which would otherwise loosen them.
 """
 
 from __future__ import annotations
