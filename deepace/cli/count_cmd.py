@@ -164,7 +164,7 @@ def note_faint_images(results, console: Console) -> None:  # noqa: ANN001
     (CellResult.faint_ink_level, deepace/faint.py)."""
     faint = [r for r in results if not r.error and r.faint_ink_level is not None]
     if faint:
-        names = ", ".join(_display_name(r.image) for r in faint[:5]) + (" …" if len(faint) > 5 else "")
+        names = _named(faint)
         console.print(
             f"note: {len(faint)} faint fluorescence image(s) counted again with their chromosomes darkened "
             f"(the paper's pre-processing whitens faint chromosomes): {names}"
@@ -176,12 +176,18 @@ def note_denoised_images(results, console: Console) -> None:  # noqa: ANN001
     (CellResult.denoised_noise, deepace/data/noise.py)."""
     noisy = [r for r in results if not r.error and r.denoised_noise is not None]
     if noisy:
-        names = ", ".join(_display_name(r.image) for r in noisy[:5]) + (" …" if len(noisy) > 5 else "")
+        names = _named(noisy)
         worst = max(r.denoised_noise for r in noisy)
         console.print(
             f"note: {len(noisy)} noisy image(s) (pixel noise up to σ {worst:.1f} grey levels; the training "
             f"images' is under 3) smoothed before counting; noise costs counts even so: {names}"
         )
+
+
+def _named(results, listed: int = 5) -> str:  # noqa: ANN001
+    """The first `listed` results' image names, comma-separated, with an ellipsis if there are more."""
+    more = " …" if len(results) > listed else ""
+    return ", ".join(_display_name(r.image) for r in results[:listed]) + more
 
 
 def _missing(path: Path):  # noqa: ANN202
