@@ -46,6 +46,14 @@ def test_grey_order_is_kept() -> None:
     assert (np.diff(out.ravel()[order]) >= 0).all()
 
 
+def test_a_large_image_has_the_same_levels_in_every_orientation() -> None:
+    # over a million pixels: a strided sample would see other pixels once the image is turned
+    large = np.tile(spread(1), (6, 5))[:1201, :1199]
+    assert large.size > 1_000_000
+    levels = {grey_levels(np.rot90(large, k)) for k in range(4)} | {grey_levels(large[::-1])}
+    assert len(levels) == 1
+
+
 def test_a_blank_image_is_left_as_it_is() -> None:
     blank = np.full((50, 50), 240, dtype=np.uint8)
     blank[0, 0] = 235

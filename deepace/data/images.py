@@ -205,8 +205,10 @@ def percentiles(values: np.ndarray, q: list[float]) -> np.ndarray:
 
 
 def sampled(gray: np.ndarray, max_pixels: int = 1_000_000) -> np.ndarray:
-    """`gray` itself, or a strided sample of about `max_pixels` of it: plenty for a few percentiles."""
-    if gray.size <= max_pixels:
+    """`gray` itself, or a strided sample of about `max_pixels` of it: plenty for a few percentiles. uint8
+    images are never sampled: `percentiles` reads them from a histogram in linear time, and the whole image
+    gives the same levels in every orientation (a strided sample does not)."""
+    if gray.size <= max_pixels or gray.dtype == np.uint8:
         return gray
     step = int(np.ceil(np.sqrt(gray.size / max_pixels)))
     return gray[::step, ::step]
