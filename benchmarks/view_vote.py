@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepace.config import with_overrides
 from deepace.data.coco import read_coco
 from deepace.metrics.detection import box_iou
 from deepace.views import ORIENTATIONS, boxes_to_original, median_index, oriented, registered
@@ -32,13 +33,14 @@ def detect(args: argparse.Namespace) -> None:
 
     records = read_coco(args.coco)[: args.n]
     detector = Detector.load(args.weights, num_threads=2, optimise=True)
+    detector.config = with_overrides(detector.config, args.overrides)
     out: dict[str, np.ndarray] = {}
     for i, record in enumerate(records):
         raw, stain = detector.read(record.path)
         out[f"{i}/truth"] = np.array(record.count)
         out[f"{i}/threshold"] = np.array(detector.threshold_for(stain))
         for v, (turns, mirrored) in enumerate(ORIENTATIONS[: args.views]):
-            found = detector.detect_read(oriented(raw, turns, mirrored), stain)
+            found = detector.detect_read(oriented(raw, turns, mirrored), stain, args.magnification)
             keep = found.scores >= MIN_SCORE
             boxes = boxes_to_original(found.boxes[keep], found.gray.shape[:2], turns, mirrored)
             out[f"{i}/{v}/boxes"] = boxes
@@ -141,6 +143,16 @@ def main() -> None:
     d.add_argument("--weights")
     d.add_argument("--n", type=int)
     d.add_argument("--views", type=int, default=len(ORIENTATIONS))
+    d.add_argument(
+        "--magnification", type=float, default=1.0, help="resize before counting (boxes mapped back)"
+    )
+    d.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override, e.g. model.input_scale=0.9",
+    )
     v = sub.add_parser("vote")
     v.add_argument("--train", required=True)
     v.add_argument("--val", required=True)
