@@ -31,6 +31,8 @@ MIN_SCORE = 0.05
 def detect(args: argparse.Namespace) -> None:
     from deepace.inference import Detector
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+
     records = read_coco(args.coco)[: args.n]
     detector = Detector.load(args.weights, num_threads=2, optimise=True)
     detector.config = with_overrides(detector.config, args.overrides)
@@ -159,7 +161,6 @@ def main() -> None:
     v.add_argument("--n-views", default="3,5,8")
     v.add_argument("--iou", default="0.5")
     args = ap.parse_args()
-    Path(getattr(args, "out", "") or ".").parent.mkdir(parents=True, exist_ok=True)
     detect(args) if args.command == "detect" else vote(args)
 
 
