@@ -48,6 +48,9 @@ class ModelConfig:
     # RoI context (not in the paper; models/context.py): the fc heads also read each box enlarged by this
     # factor about its centre, e.g. 2.0; None: the box alone.
     roi_context: float | None = None
+    # The fc heads' first layer (fc6) as two layers through this many units (not in the paper;
+    # models/low_rank.py): a smaller file and fewer multiply-adds; None: one full layer.
+    fc6_rank: int | None = None
     repulsion: str = "tnrl"  # §2.3: none | repgt (eq. 2) | tnrl (eq. 3-4)
     repulsion_weight: float = 10.0  # α
     smooth_ln_sigma: float = 1.0

@@ -125,14 +125,16 @@ def float_weights(payload: dict) -> dict:
 
 def network_from_payload(payload: dict, overrides: Sequence[str] = ()):  # noqa: ANN201 (torch lazily)
     """The network a model file's payload (`read_model_file`) holds, in float32, and its config.
-    `overrides` (`model.KEY=VALUE`, deepace.config.with_overrides) may change what does not touch the
-    weights' shapes, e.g. the training losses (model.repulsion_all_stages=true)."""
+    `overrides` (`model.KEY=VALUE`, deepace.config.with_overrides) may change the training losses
+    (model.repulsion_all_stages=true) or what deepace.models.detector.adapt_state_dict carries the
+    weights over to (e.g. model.fc6_rank=256)."""
     from deepace.config import Config, with_overrides
-    from deepace.models.detector import build_detector
+    from deepace.models.detector import adapt_state_dict, build_detector
 
-    config = with_overrides(Config.from_dict(payload["config"]), list(overrides))
+    source = Config.from_dict(payload["config"])
+    config = with_overrides(source, list(overrides))
     model = build_detector(config.model, load_backbone_weights=False)
-    model.load_state_dict(float_weights(payload))
+    model.load_state_dict(adapt_state_dict(float_weights(payload), source.model, model))
     return model, config
 
 

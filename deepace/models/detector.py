@@ -17,6 +17,7 @@ from deepace.models.backbones import build_backbone
 from deepace.models.cascade import CascadeRoIHeads
 from deepace.models.context import CONTEXT_GRID, ContextRoIPool
 from deepace.models.heads import build_box_head
+from deepace.models.low_rank import adapt_low_rank
 from deepace.models.pyramid import SingleMap, TwoLevelPyramid
 from deepace.models.rescorer import OverlapRescorer
 from deepace.models.roi_heads import DeepACERoIHeads
@@ -71,6 +72,7 @@ class DeepACE(GeneralizedRCNN):
                 NUM_CLASSES,
                 depthwise=config.conv_head_depthwise,
                 context=config.roi_context is not None,
+                fc6_rank=config.fc6_rank,
             )
 
         box_head, box_predictor = new_box_head()
@@ -161,10 +163,11 @@ _PYRAMID_KEY = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.)(\d+)(\..*
 
 def adapt_state_dict(state: dict[str, Tensor], source: ModelConfig, target: DeepACE) -> dict[str, Tensor]:
     """`source`'s weights for a `target` model whose pyramid starts one level finer or coarser, whose
-    RoI heads have more or fewer cascade stages, or that reads RoI context where the source does not (or
-    the reverse); everything else fits as it is."""
+    RoI heads have more or fewer cascade stages, that reads RoI context where the source does not (or
+    the reverse), or whose heads' first layers are factorised where the source's are not (or the reverse,
+    or at another rank); everything else fits as it is."""
     fresh = target.state_dict()
-    adapted = _adapt_pyramid(dict(state), source, target.config, fresh)
+    adapted = adapt_low_rank(_adapt_pyramid(dict(state), source, target.config, fresh), fresh)
     return _adapt_cascade(_adapt_karyotype(_adapt_context(adapted, fresh), fresh), fresh)
 
 

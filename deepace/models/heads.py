@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
 from deepace.models.context import ContextTwoMLPHead
+from deepace.models.low_rank import LowRankLinear
 
 
 class ConvBoxPredictor(nn.Module):
@@ -58,11 +59,15 @@ def build_box_head(
     depthwise: bool = True,
     representation_size: int = 1024,
     context: bool = False,
+    fc6_rank: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """(box_head, box_predictor) for torchvision's RoIHeads; with `context` the fc head also reads the
-    context half of a ContextRoIPool's features (context.py)."""
+    context half of a ContextRoIPool's features (context.py); with `fc6_rank` its first layer is a
+    LowRankLinear of that rank (low_rank.py)."""
     if context and kind != "fc":
         raise ValueError("RoI context (model.roi_context) needs the fc box head")
+    if fc6_rank is not None and kind != "fc":
+        raise ValueError("a low-rank first layer (model.fc6_rank) needs the fc box head")
     if kind == "conv":
         return nn.Identity(), ConvBoxPredictor(in_channels, num_classes, roi_size, depthwise)
     if kind == "fc":
@@ -71,5 +76,7 @@ def build_box_head(
             if context
             else TwoMLPHead(in_channels * roi_size * roi_size, representation_size)
         )
+        if fc6_rank is not None:
+            head.fc6 = LowRankLinear(head.fc6.in_features, representation_size, fc6_rank)
         return head, FastRCNNPredictor(representation_size, num_classes)
     raise ValueError(f"unknown box head {kind!r} (conv | fc)")
