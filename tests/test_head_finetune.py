@@ -127,6 +127,22 @@ def test_only_the_head_stages_learn(cached, tmp_path) -> None:  # noqa: ANN001
     assert all(line["loss"] > 0 for line in lines)
 
 
+def test_factorised_head_layers_fine_tune_on_the_full_models_cache(cached, tmp_path) -> None:  # noqa: ANN001
+    """model.fc6_rank on a trained full model (session 33's recipe): the backbone's cache is unchanged, so
+    the factorised layers train on it, started from the full layers' truncated SVD."""
+    from deepace.inference import network_from_payload, read_model_file, save_model
+
+    folder, index, _, _ = cached
+    model, config = tiny_cascade()
+    save_model(tmp_path / "full.pt", model, config, 0.4, half=False)
+    low, _ = network_from_payload(read_model_file(tmp_path / "full.pt"), ["model.fc6_rank=8"])
+    start = {k: v.clone() for k, v in low.state_dict().items()}
+    train_heads(low, folder, training_pool(index), SCHEDULE, tmp_path / "work", progress=False)
+    changed = {k for k, v in low.state_dict().items() if not torch.equal(v, start[k])}
+    assert {"roi_heads.box_head.fc6.down.weight", "roi_heads.stages.0.box_head.fc6.up.weight"} <= changed
+    assert all(k.startswith("roi_heads.") for k in changed)
+
+
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(cached, tmp_path) -> None:  # noqa: ANN001
     straight = heads_trained(cached, tmp_path / "straight")
 

@@ -31,7 +31,10 @@ def train_heads_command(
     views: int = typer.Option(2, "--views", min=1, max=4, help="Cached views per image: 1 + flips."),
     seed: int = typer.Option(0, "--seed"),
     overrides: list[str] = typer.Option(
-        [], "--set", help="The heads' losses, e.g. --set model.repulsion_all_stages=true."
+        [],
+        "--set",
+        help="The heads' losses, e.g. --set model.repulsion_all_stages=true, or their first layers' rank "
+        "(model.fc6_rank=256: a file half the size).",
     ),
     calibrate_on: list[Path] = typer.Option(
         [], "--calibrate-on", help="COCO file(s) of validation images: tune one counting threshold per stain."
