@@ -3,7 +3,7 @@
 Why: each fc head stage's first layer (fc6: 128 × 7 × 7 = 6,272 inputs to 1,024 units, 6.4 M weights) is
 most of the shipped file, three stages of it 39 of 57 MB in float16 (BENCHMARKS.md, "Session 32"). Written
 as two layers through `rank` units, 6,272 → r → 1,024 with no activation between, it computes a matrix of
-rank r: at r = 256 a third of the weights and of the multiply-adds. A trained full layer starts its
+rank r: at r = 256 under a third of the weights and of the multiply-adds. A trained full layer starts its
 factorised form as its best rank-r approximation (truncated SVD; Eckart–Young), and a head-only fine-tune
 takes back what the approximation lost.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LowRankLinear", "adapt_low_rank"]
+__all__ = ["LowRankLinear", "adapt_low_rank", "factorise"]
 
 
 class LowRankLinear(nn.Module):
@@ -30,17 +30,6 @@ class LowRankLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.up(self.down(x))
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int) -> LowRankLinear:
-        """The best rank-`rank` approximation of a trained layer (its bias kept as it is)."""
-        layer = cls(linear.in_features, linear.out_features, rank)
-        down, up = factorise(linear.weight.detach(), rank)
-        with torch.no_grad():
-            layer.down.weight.copy_(down)
-            layer.up.weight.copy_(up)
-            layer.up.bias.copy_(linear.bias.detach())
-        return layer
 
 
 def factorise(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
