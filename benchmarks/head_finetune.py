@@ -34,6 +34,7 @@ from deepace.head_finetune import (
     training_pool,
 )
 from deepace.inference import Detector, float_weights, network_from_payload, read_model_file, save_model
+from deepace.provenance import META_KEY, fingerprints, trained_on
 
 
 def cache_command(args: argparse.Namespace) -> None:
@@ -83,7 +84,13 @@ def train_command(args: argparse.Namespace) -> None:
         part=args.part,
     )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    meta = {"base_model": str(args.weights), "head_finetune": settings}
+    cocos = dict.fromkeys(entry["coco"] for entry in index)
+    own = fingerprints(r.path for coco in cocos for r in read_coco(coco))
+    meta = {
+        "base_model": str(args.weights),
+        "head_finetune": settings,
+        META_KEY: sorted(set(own) | trained_on(payload.get("meta", {}))),  # deepace.provenance
+    }
     save_model(args.out / "model.pt", model.eval(), config, float(payload.get("score_threshold", 0.5)), meta)
     print(f"wrote {args.out / 'model.pt'}")
 

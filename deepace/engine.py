@@ -32,6 +32,7 @@ from deepace.inference import Detector, float_weights, read_model_file, save_mod
 from deepace.metrics import evaluate_records, expected_counts
 from deepace.metrics.threshold import tune_score_threshold
 from deepace.models.detector import adapt_state_dict, build_detector
+from deepace.provenance import META_KEY, fingerprints, trained_on
 
 
 @dataclass
@@ -149,6 +150,14 @@ def _selection_key(metrics: dict[str, Any]) -> tuple[float, float]:
     return (metrics["count"]["exact"] or 0.0, -(at50["AER"] if at50["AER"] is not None else math.inf))
 
 
+def training_fingerprints(records: list[ImageRecord], init_weights: str | None) -> list[str]:
+    """The training images' fingerprints (deepace.provenance), with those of the model fine-tuned from."""
+    found = set(fingerprints(r.path for r in records))
+    if init_weights is not None and Path(init_weights).exists():
+        found |= trained_on(read_model_file(Path(init_weights)).get("meta", {}))
+    return sorted(found)
+
+
 def train(
     config: Config,
     train_records: list[ImageRecord],
@@ -199,6 +208,7 @@ def train(
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     if dist_info.is_main:
         config.save(out_dir / "config.json")
+    provenance = {META_KEY: training_fingerprints(train_records, t.init_weights)}  # into best.pt's meta
     dataset = DetectionDataset(
         train_records,
         config.model.preprocess_threshold,
@@ -268,7 +278,7 @@ def train(
                     model,
                     best_config,
                     threshold,
-                    meta={"iteration": done, "val": metrics},
+                    meta={"iteration": done, "val": metrics, **provenance},
                 )
             at50 = metrics["by_iou"]["0.5"]
             tqdm.write(
@@ -293,7 +303,8 @@ def train(
     if log_file:
         log_file.close()
     if dist_info.is_main and not (out_dir / "best.pt").exists() and end == t.iterations:
-        save_model(out_dir / "best.pt", model, config, config.score_threshold, meta={"iteration": end})
+        meta = {"iteration": end, **provenance}
+        save_model(out_dir / "best.pt", model, config, config.score_threshold, meta=meta)
     if dist_info.world_size > 1:
         dist.barrier()
     return {"iteration": end, "history": history, "model": model}

@@ -9,8 +9,9 @@ import torch
 
 from deepace.config import Config
 from deepace.engine import DistInfo, lr_factor, samples_for_iteration, train, validate
-from deepace.inference import Detector, save_model
+from deepace.inference import Detector, read_model_file, save_model
 from deepace.models.detector import build_detector
+from deepace.provenance import META_KEY, fingerprints
 from tests.helpers_detection import tiny_config, write_blob_records
 
 
@@ -34,6 +35,8 @@ def test_tiny_training_lowers_loss_and_raises_ap(tmp_path: Path) -> None:
     assert {"config.json", "log.jsonl", "metrics.jsonl", "last.pt", "best.pt"} <= {
         p.name for p in (tmp_path / "run").iterdir()
     }
+    meta = read_model_file(tmp_path / "run" / "best.pt")["meta"]
+    assert meta[META_KEY] == fingerprints(r.path for r in records)  # its training images (provenance)
     detector = Detector.load(tmp_path / "run" / "best.pt")
     boxes, scores = detector.predict_gray(np.asarray(__import__("PIL.Image").Image.open(records[0].path)))
     assert len(boxes) == len(scores)

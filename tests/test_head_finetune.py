@@ -214,6 +214,7 @@ def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(
     from deepace.cli import app
     from deepace.data.coco import write_coco
     from deepace.inference import Counter, read_model_file, save_model
+    from deepace.provenance import META_KEY, fingerprints
 
     model, config = tiny_cascade()
     save_model(tmp_path / "base.pt", model, config, 0.4, meta={"recipe": "base"})
@@ -228,6 +229,7 @@ def test_train_heads_command_writes_a_model_that_counts_and_guards_its_work_dir(
     payload = read_model_file(tmp_path / "heads.pt")
     assert payload["meta"]["train_heads"]["iterations"] == 3 and "rescorer" in payload["meta"]
     assert payload["meta"]["base_meta"] == {"recipe": "base"}
+    assert payload["meta"][META_KEY] == fingerprints(r.path for r in records)  # deepace.provenance
     assert len(list((tmp_path / "work" / "features").glob("*.pt"))) == 2 * 2  # each image once, two views
     counted = Counter(tmp_path / "heads.pt").count_image(records[0].path)
     assert counted.error is None

@@ -244,6 +244,7 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     from deepace.cli import app
     from deepace.data.coco import write_coco
     from deepace.inference import Counter, read_model_file, save_model
+    from deepace.provenance import META_KEY, fingerprints
     from tests.helpers_detection import write_blob_records
 
     torch.manual_seed(0)
@@ -260,6 +261,7 @@ def test_train_rescorer_command_writes_a_model_that_counts(tmp_path) -> None:  #
     payload = read_model_file(out)
     assert payload["config"]["model"]["rescorer"] is True
     assert payload["meta"]["base_meta"] == {"recipe": "how the base was made"}  # provenance carried over
+    assert payload["meta"][META_KEY] == fingerprints(r.path for r in records)  # the rescorer's training cells
     # Not calibrated: the base model's threshold (0.3, for its own scores) is not carried over.
     assert payload["score_threshold"] == ACCEPT_PROBABILITY and payload["stain_thresholds"] == {}
     assert any(k.startswith("roi_heads.rescorer.") for k in payload["state_dict"])

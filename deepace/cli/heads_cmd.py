@@ -56,6 +56,7 @@ def train_heads_command(
     )
     from deepace.inference import Detector, network_from_payload, read_model_file, save_model
     from deepace.models.rescorer import ACCEPT_PROBABILITY
+    from deepace.provenance import META_KEY, fingerprints
     from deepace.rescoring import fit_any_rescorer
 
     base = _init_path(model_file, param_hint="MODEL_FILE")
@@ -81,7 +82,12 @@ def train_heads_command(
     pool = training_pool(index, {str(path): n for path, n in Counter(train).items()})
     schedule = HeadSchedule(iterations=iterations, lr=lr, warmup_iterations=warmup, seed=seed)
     train_heads(model, folder, pool, schedule, work_dir)
-    meta: dict = {"base_model": str(base), "base_meta": payload.get("meta", {}), "train_heads": settings}
+    meta: dict = {
+        "base_model": str(base),
+        "base_meta": payload.get("meta", {}),
+        "train_heads": settings,
+        META_KEY: fingerprints(r.path for records in sources.values() for r in records),
+    }
     threshold = float(payload.get("score_threshold", config.score_threshold))
     if config.model.rescorer:
         samples = cached_candidates(model, folder, index)
@@ -94,7 +100,7 @@ def train_heads_command(
     stain_thresholds: dict[str, float] = {}
     if calibrate_on:
         running = Detector(model, config).optimised_copy()
-        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on))
+        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on), meta)
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
         threshold = stain_thresholds.get("brightfield", threshold)
     else:

@@ -163,7 +163,7 @@ def export_command(
     stain_thresholds = dict(detector.stain_thresholds)
     if calibrate_on:
         running = detector.optimised_copy(device=device)
-        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on))
+        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on), meta)
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
         threshold = stain_thresholds.get("brightfield", threshold)
     save_model(
@@ -181,12 +181,18 @@ def export_command(
     )
 
 
-def calibrate_stain_thresholds(detector, records) -> dict[str, float]:  # noqa: ANN001
-    """Per stain, the counting threshold with the best exact-count accuracy on these images."""
+def calibrate_stain_thresholds(detector, records, model_meta: dict | None = None) -> dict[str, float]:  # noqa: ANN001
+    """Per stain, the counting threshold with the best exact-count accuracy on these images; given the
+    model file's meta, first a warning if some of them trained it (deepace.provenance)."""
     from deepace.engine import predict_records_with_stains
     from deepace.inference import Detector
     from deepace.metrics import expected_counts
     from deepace.metrics.threshold import COUNT_LEAN_WARNING, count_bias, tune_score_threshold
+    from deepace.provenance import calibration_warning
+
+    warning = calibration_warning(model_meta, [r.path for r in records])
+    if warning:
+        typer.echo(warning, err=True)
 
     expected = expected_counts(records)
     predictions = predict_records_with_stains(detector, records, True)
@@ -281,6 +287,7 @@ def train_rescorer_command(
     import torch
 
     from deepace.inference import Detector, read_model_file, save_model
+    from deepace.provenance import META_KEY, fingerprints
     from deepace.rescoring import collect_candidates, detector_with_rescorer, fit_any_rescorer
 
     base = Detector.load(_init_path(model_file.as_posix()))
@@ -307,10 +314,11 @@ def train_rescorer_command(
         "base_model": str(model_file),
         "base_meta": read_model_file(_init_path(model_file.as_posix())).get("meta", {}),  # its provenance
         "rescorer": {**result, "train": [str(p) for p in train]},
+        META_KEY: fingerprints(r.path for r in _read_records(train)),
     }
     if calibrate_on:
         running = detector.optimised_copy(device=device)
-        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on))
+        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on), meta)
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
     else:
         typer.echo(f"no --calibrate-on: counting threshold {detector.score_threshold} (uncalibrated)")
