@@ -29,6 +29,15 @@ def fingerprints(paths: Iterable[Path]) -> list[str]:
     return sorted({fingerprint(p) for p in paths})
 
 
+def identical_images(paths: Iterable[Path]) -> list[list[Path]]:
+    """Groups of two or more files with the same content (files that cannot be read are left out)."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        if Path(path).is_file():
+            groups.setdefault(fingerprint(path), []).append(Path(path))
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def trained_on(meta: Any) -> set[str]:
     """Every fingerprint a model file's meta records, at any depth: a model fine-tuned from another keeps
     the base's meta (`base_meta`), and the base's training images are its training images too."""

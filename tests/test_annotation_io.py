@@ -406,6 +406,7 @@ def test_cli_stats(tmp_path: Path) -> None:
     assert "b.png" in res.output and "-46" in res.output
     assert "80.0" in res.output  # the largest box width
     assert re.search(r"identical boxes.*│\s*0 \(0\) │", res.output)
+    assert re.search(r"same content as another.*│\s*2 \(1\) │", res.output)  # b.png is a copy of a.png
     assert re.search(r"IoU > 0.5.*│\s*0 │", res.output)
 
 
@@ -420,6 +421,20 @@ def test_cli_taichung_split(tmp_path: Path) -> None:
     val = read_coco(tmp_path / "out" / "val.json")
     assert len(train) + len(val) == 2
     assert {r.expected_count for r in train + val} == {2, 47}
+
+
+def test_cli_split_warns_when_a_copy_of_a_training_image_is_in_val(tmp_path: Path) -> None:
+    records = _records(tmp_path)  # a.png and b.png: the same pixels under two names
+    other = ImageRecord(_image(tmp_path / "images", "c.png", h=64), expected_count=46, width=80, height=64)
+    write_coco([*records, other], tmp_path / "all.json")
+    (tmp_path / "val.txt").write_text("images/b.png\n")
+    args = ["data", "split", str(tmp_path / "all.json"), "--out", str(tmp_path / "sp")]
+    res = CliRunner().invoke(_app(), [*args, "--val-list", str(tmp_path / "val.txt")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "1 image(s) in val have the same content as a training image (a.png = b.png)" in res.output
+    (tmp_path / "val.txt").write_text("images/c.png\n")
+    res = CliRunner().invoke(_app(), [*args, "--val-list", str(tmp_path / "val.txt")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "same content" not in res.output
 
 
 def test_cli_split_group_by_parent(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from deepace.data.overlaps import identical_box_pairs, largest_pair_iou
 from deepace.data.records import AnnotationError, ImageRecord
+from deepace.provenance import identical_images
 
 data_app = typer.Typer(
     help="Convert, split, import and inspect annotation sets (COCO json, Pascal VOC, YOLO).",
@@ -184,6 +185,22 @@ def _write_split(train: list, val: list, out: Path, categories: list[str] | None
     console.print(f"train: {len(train)} images -> {out / 'train.json'}")
     console.print(f"val:   {len(val)} images -> {out / 'val.json'}")
     console.print(_count_table("Chromosome counts", {"train": train, "val": val}))
+    _warn_identical_across(train, val)
+
+
+def _warn_identical_across(train: list, val: list) -> None:
+    """Name validation images whose content is a training image's (a copy under another name): the model
+    would be validated on a cell it was trained on. The split is not changed, so a recorded one stays."""
+    in_val = {r.path for r in val}
+    straddling = [
+        g for g in identical_images([r.path for r in train + val]) if in_val & set(g) and set(g) - in_val
+    ]
+    if straddling:
+        shown = "; ".join(" = ".join(p.name for p in group) for group in straddling[:5])
+        console.print(
+            f"[yellow]warning: {len(straddling)} image(s) in val have the same content as a training image "
+            f"({shown}{'; …' if len(straddling) > 5 else ''}): move them to one side to validate honestly"
+        )
 
 
 @data_app.command("taichung")
@@ -288,6 +305,11 @@ def stats(
     summary.add_row(
         "images with two identical boxes (boxes repeated)",
         f"{sum(n > 0 for n in identical)} ({sum(identical)})",
+    )
+    repeats = identical_images(r.path for r in records)
+    summary.add_row(
+        "images with the same content as another (extra copies)",
+        f"{sum(len(g) for g in repeats)} ({sum(len(g) - 1 for g in repeats)})",
     )
     crowded = sum(largest_pair_iou(r.boxes) > 0.5 for r in records)
     summary.add_row("images with two boxes at IoU > 0.5 (NMS 0.5 keeps one)", str(crowded))
