@@ -25,6 +25,7 @@ import torch
 
 from deepace.data.coco import read_coco
 from deepace.data.copy_paste import ChromosomeBank
+from deepace.engine import training_fingerprints
 from deepace.head_finetune import (
     HeadSchedule,
     average_heads,
@@ -34,7 +35,7 @@ from deepace.head_finetune import (
     training_pool,
 )
 from deepace.inference import Detector, float_weights, network_from_payload, read_model_file, save_model
-from deepace.provenance import META_KEY, fingerprints, trained_on
+from deepace.provenance import META_KEY
 
 
 def cache_command(args: argparse.Namespace) -> None:
@@ -85,12 +86,8 @@ def train_command(args: argparse.Namespace) -> None:
     )
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     cocos = dict.fromkeys(entry["coco"] for entry in index)
-    own = fingerprints(r.path for coco in cocos for r in read_coco(coco))
-    meta = {
-        "base_model": str(args.weights),
-        "head_finetune": settings,
-        META_KEY: sorted(set(own) | trained_on(payload.get("meta", {}))),  # deepace.provenance
-    }
+    trained = training_fingerprints([r for coco in cocos for r in read_coco(coco)], str(args.weights))
+    meta = {"base_model": str(args.weights), "head_finetune": settings, META_KEY: trained}
     save_model(args.out / "model.pt", model.eval(), config, float(payload.get("score_threshold", 0.5)), meta)
     print(f"wrote {args.out / 'model.pt'}")
 

@@ -292,12 +292,13 @@ def train_rescorer_command(
 
     base = Detector.load(_init_path(model_file.as_posix()))
     detector = detector_with_rescorer(base, [f"model.rescorer_kind={kind.value}", *overrides])
+    train_records = _read_records(train)
     if cache is not None and cache.exists():
         samples = torch.load(cache, weights_only=False)
     else:
         samples = collect_candidates(
             detector.optimised_copy(device=device),
-            _read_records(train),
+            train_records,
             flips=flips.value,
             counting=base.optimised_copy(device=device),
         )
@@ -314,7 +315,7 @@ def train_rescorer_command(
         "base_model": str(model_file),
         "base_meta": read_model_file(_init_path(model_file.as_posix())).get("meta", {}),  # its provenance
         "rescorer": {**result, "train": [str(p) for p in train]},
-        META_KEY: fingerprints(r.path for r in _read_records(train)),
+        META_KEY: fingerprints(r.path for r in train_records),
     }
     if calibrate_on:
         running = detector.optimised_copy(device=device)
