@@ -124,6 +124,27 @@ def case_table(counts: np.ndarray, records: list, cases: int) -> str:
     return "\n".join(lines)
 
 
+def saved_counts(path: Path, records: list) -> np.ndarray:
+    """A `--save` file's counts in ORIENTATIONS order, one row per record (matched by file name)."""
+    saved = json.loads(path.read_text())
+    row_of = {Path(name).name: i for i, name in enumerate(saved["images"])}
+    counts = in_library_order(np.array(saved["counts"]), saved["orientations"])
+    return counts[[row_of[r.path.name] for r in records]]
+
+
+def paired_table(counts: np.ndarray, other: np.ndarray, truth: np.ndarray, name: str) -> str:
+    """Per --views, the cells only these counts get right against only `other`'s (two-sided sign test)."""
+    from scipy.stats import binomtest
+
+    lines = [f"| `--views` | only this one right / only {name} right | sign test p |", "|---|---|---|"]
+    for views in (1, 3, 5, 7):
+        mine, theirs = median_counts(counts, views) == truth, median_counts(other, views) == truth
+        a, b = int((mine & ~theirs).sum()), int((theirs & ~mine).sum())
+        p = binomtest(a, a + b).pvalue if a + b else 1.0
+        lines.append(f"| {views} | {a} / {b} | {p:.2g} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
@@ -131,6 +152,9 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--save", type=Path, default=None)
     parser.add_argument("--load", type=Path, default=None)
+    parser.add_argument(
+        "--against", type=Path, action="append", default=[], help="another model's --save file: paired table"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", type=int, default=0, help="also simulate this many 20-cell normal cases")
     parser.add_argument(
@@ -141,8 +165,7 @@ def main() -> None:
     records = read_coco(args.coco)[: args.n]
     truth = np.array(expected_counts(records))
     if args.load:
-        saved = json.loads(args.load.read_text())
-        counts = in_library_order(np.array(saved["counts"]), saved["orientations"])
+        counts = saved_counts(args.load, records)
     else:
         from deepace.inference import Detector
 
@@ -169,6 +192,9 @@ def main() -> None:
             names = [str(r.path) for r in records]
             args.save.write_text(json.dumps({"images": names, "orientations": ORIENTATIONS, "counts": rows}))
     print(table(counts, truth))
+    for other in args.against:
+        print()
+        print(paired_table(counts, saved_counts(other, records), truth, other.name))
     if args.cases:
         print()
         print(case_table(counts, records, args.cases))
