@@ -437,10 +437,47 @@ def test_cli_split_warns_when_a_copy_of_a_training_image_is_in_val(tmp_path: Pat
     assert res.exit_code == 0 and "same content" not in res.output
 
 
+def test_cli_drawn_split_keeps_copies_on_one_side(tmp_path: Path) -> None:
+    records = _records(tmp_path)  # a.png and b.png: the same pixels under two names
+    others = [
+        ImageRecord(_image(tmp_path / "images", f"c{h}.png", h=h), expected_count=3, width=80, height=h)
+        for h in range(61, 69)
+    ]
+    write_coco([*records, *others], tmp_path / "all.json")
+
+    def val_names(seed: int, *flags: str) -> tuple[set[str], str]:
+        args = [
+            "data",
+            "split",
+            str(tmp_path / "all.json"),
+            "--out",
+            str(tmp_path / "sp"),
+            "--seed",
+            str(seed),
+        ]
+        res = CliRunner().invoke(_app(), [*args, "--val-fraction", "0.5", *flags], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        return {r.path.name for r in read_coco(tmp_path / "sp" / "val.json")}, res.output
+
+    straddled = 0
+    for seed in range(8):
+        val, output = val_names(seed)
+        assert ("a.png" in val) == ("b.png" in val) and "same content as a training image" not in output
+        assert "1 set(s) of images with the same content kept on one side" in output
+        val, output = val_names(seed, "--copies-anywhere")
+        if ("a.png" in val) != ("b.png" in val):
+            straddled += 1
+            assert "same content as a training image" in output
+    assert straddled > 0
+
+
 def test_cli_split_group_by_parent(tmp_path: Path) -> None:
     records = [
         ImageRecord(
-            _image(tmp_path / f"slide{s}", f"c{c}.png"), expected_count=46 + s % 2, width=80, height=60
+            _image(tmp_path / f"slide{s}", f"c{c}.png", h=60 + 3 * s + c),  # no two alike
+            expected_count=46 + s % 2,
+            width=80,
+            height=60 + 3 * s + c,
         )
         for s in range(6)
         for c in range(3)

@@ -109,3 +109,35 @@ def test_split_by_list_reproduces_a_recorded_split() -> None:
         split_by_list(records, ["slide1/img2.tif"])
     with pytest.raises(ValueError, match="matches 0 images"):
         split_by_list(records, ["mg1.tif"])  # a suffix of a name is no match
+
+
+def test_paths_named_together_land_on_one_side_even_across_groups_and_strata() -> None:
+    records = _records()
+    pairs = [(records[i].path, records[190 + i % 8].path) for i in range(0, 40, 5)]  # 46s with rare counts
+
+    def split_pairs(seed: int, together: list) -> int:
+        train, val = split_records(records, val_fraction=0.3, seed=seed, together=together)
+        assert len(train) + len(val) == len(records) and 50 <= len(val) <= 70
+        in_val = {r.path for r in val}
+        return sum((a in in_val) != (b in in_val) for a, b in pairs)
+
+    assert all(split_pairs(seed, pairs) == 0 for seed in range(10))
+    assert sum(split_pairs(seed, []) for seed in range(10)) > 0  # without `together` the draw splits pairs
+    assert split_records(records, seed=3, together=[]) == split_records(records, seed=3)
+    assert _names(split_records(records[::-1], seed=3, together=pairs[::-1])[1]) == _names(
+        split_records(records, seed=3, together=pairs)[1]
+    )
+
+
+def test_together_joins_whole_groups() -> None:
+    records = [
+        ImageRecord(Path(f"/mfish/slide{s:02d}/cell{c}.tif"), expected_count=46)
+        for s in range(10)
+        for c in range(3)
+    ]
+    copies = [[Path("/mfish/slide00/cell0.tif"), Path("/mfish/slide05/cell2.tif")]]
+    for seed in range(6):
+        train, val = split_records(records, val_fraction=0.3, seed=seed, group=parent_group, together=copies)
+        val_slides = {parent_group(r) for r in val}
+        assert ("slide00" in val_slides) == ("slide05" in val_slides)
+        assert val_slides.isdisjoint(parent_group(r) for r in train)

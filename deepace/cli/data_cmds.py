@@ -165,11 +165,27 @@ VAL_LIST_HELP = (
 )
 
 
-def _split(records: list, val_fraction: float, seed: int, group, val_list: Path | None):  # noqa: ANN001, ANN202
+COPIES_HELP = (
+    "Keep images with the same content (copies under other names) on one side of a drawn split, so that "
+    "no validation cell is a training cell; --copies-anywhere draws as if they were different images."
+)
+
+
+def _split(  # noqa: ANN202
+    records: list,
+    val_fraction: float,
+    seed: int,
+    group,
+    val_list: Path | None,
+    copies_together: bool,  # noqa: ANN001
+):
     from deepace.data.splits import split_by_list, split_records
 
     if val_list is None:
-        return split_records(records, val_fraction=val_fraction, seed=seed, group=group)
+        copies = identical_images(r.path for r in records) if copies_together else []
+        if copies:
+            console.print(f"{len(copies)} set(s) of images with the same content kept on one side")
+        return split_records(records, val_fraction=val_fraction, seed=seed, group=group, together=copies)
     try:
         return split_by_list(records, val_list.read_text().splitlines())
     except (OSError, ValueError) as e:
@@ -210,13 +226,14 @@ def taichung(
     val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.99),
     seed: int = typer.Option(0, "--seed"),
     val_list: Path | None = typer.Option(None, "--val-list", help=VAL_LIST_HELP),
+    copies_together: bool = typer.Option(True, "--copies-together/--copies-anywhere", help=COPIES_HELP),
 ) -> None:
     """Split the Taichung set (stratified by chromosome count) into COCO train.json and val.json."""
     from deepace.data.taichung import TAICHUNG_CLASSES, read_taichung
 
     try:
         records = read_taichung(root)
-        train, val = _split(records, val_fraction, seed, None, val_list)
+        train, val = _split(records, val_fraction, seed, None, val_list, copies_together)
         _write_split(train, val, out, categories=TAICHUNG_CLASSES)
     except AnnotationError as e:
         raise _fatal(e) from None
@@ -232,6 +249,7 @@ def split(
         GroupBy.none, "--group-by", help="'parent': all images of one folder (e.g. slide) on one side."
     ),
     val_list: Path | None = typer.Option(None, "--val-list", help=VAL_LIST_HELP),
+    copies_together: bool = typer.Option(True, "--copies-together/--copies-anywhere", help=COPIES_HELP),
 ) -> None:
     """Split a COCO json into train.json and val.json, stratified by expected count."""
     from deepace.data.coco import read_coco
@@ -240,7 +258,7 @@ def split(
     try:
         records = read_coco(coco, check_images=False)
         group = parent_group if group_by is GroupBy.parent else None
-        train, val = _split(records, val_fraction, seed, group, val_list)
+        train, val = _split(records, val_fraction, seed, group, val_list, copies_together)
         _write_split(train, val, out)
     except AnnotationError as e:
         raise _fatal(e) from None

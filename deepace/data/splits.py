@@ -6,7 +6,7 @@ import hashlib
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 
 from deepace.data.records import ImageRecord
@@ -59,14 +59,17 @@ def split_records(
     seed: int = 0,
     stratify: Stratify = "expected_count",
     group: Callable[[ImageRecord], Hashable] | None = None,
+    together: Iterable[Iterable[Path]] = (),
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """(train, val), each sorted by path.
 
     About `val_fraction` of the images go to val, within every stratum (`stratify`: a record attribute
     name, a callable, or None), so every stratum with two or more units (e.g. cells with 45 or 47
     chromosomes) has at least one in val and one in train. With `group` (record -> key), all images of one
-    group land on the same side; a group's stratum is its most common member stratum. The result depends
-    only on the set of paths, their strata and groups, and `seed`: not on the input order.
+    group land on the same side; a group's stratum is its most common member stratum. `together` names sets
+    of paths that must also land on one side (e.g. byte-identical copies of an image under other names,
+    which would otherwise validate the model on a cell it trained on); their units are merged. The result
+    depends only on the set of paths, their strata and groups, and `seed`: not on the input order.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
@@ -78,6 +81,7 @@ def split_records(
     for r, rel in zip(ordered, relative, strict=True):
         key = repr(group(r)) if group is not None else rel
         units[key].append(r)
+    units = _merge_units(units, together)
 
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for key, members in units.items():
@@ -102,6 +106,30 @@ def split_records(
     train = [r for k, members in units.items() if k not in val_keys for r in members]
     val = [r for k, members in units.items() if k in val_keys for r in members]
     return sorted(train, key=lambda r: str(r.path)), sorted(val, key=lambda r: str(r.path))
+
+
+def _merge_units(
+    units: dict[str, list[ImageRecord]], together: Iterable[Iterable[Path]]
+) -> dict[str, list[ImageRecord]]:
+    """Units joined wherever a `together` set has members in more than one; a joined unit keeps the least
+    of its keys, so the split stays independent of input order."""
+    unit_of = {str(r.path): key for key, members in units.items() for r in members}
+    parent = {key: key for key in units}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for paths in together:
+        keys = sorted({root(unit_of[str(p)]) for p in paths if str(p) in unit_of})
+        for key in keys[1:]:
+            parent[key] = keys[0]
+    merged: dict[str, list[ImageRecord]] = defaultdict(list)
+    for key in sorted(units):
+        merged[root(key)].extend(units[key])
+    return merged
 
 
 def _relative_paths(records: Sequence[ImageRecord]) -> list[str]:
