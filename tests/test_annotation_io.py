@@ -446,16 +446,9 @@ def test_cli_drawn_split_keeps_copies_on_one_side(tmp_path: Path) -> None:
     write_coco([*records, *others], tmp_path / "all.json")
 
     def val_names(seed: int, *flags: str) -> tuple[set[str], str]:
-        args = [
-            "data",
-            "split",
-            str(tmp_path / "all.json"),
-            "--out",
-            str(tmp_path / "sp"),
-            "--seed",
-            str(seed),
-        ]
-        res = CliRunner().invoke(_app(), [*args, "--val-fraction", "0.5", *flags], env={"COLUMNS": "200"})
+        args = ["data", "split", str(tmp_path / "all.json"), "--out", str(tmp_path / "sp")]
+        args += ["--seed", str(seed), "--val-fraction", "0.5", *flags]
+        res = CliRunner().invoke(_app(), args, env={"COLUMNS": "200"})
         assert res.exit_code == 0, res.output
         return {r.path.name for r in read_coco(tmp_path / "sp" / "val.json")}, res.output
 
