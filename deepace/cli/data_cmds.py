@@ -175,24 +175,32 @@ def _split(  # noqa: ANN202
     records: list,
     val_fraction: float,
     seed: int,
-    group,
+    group,  # noqa: ANN001
     val_list: Path | None,
-    copies_together: bool,  # noqa: ANN001
+    copies_together: bool,
 ):
+    """(train, val, copies): `copies` the sets of images with the same content, found once for the draw and
+    for the warning."""
     from deepace.data.splits import split_by_list, split_records
 
+    copies = identical_images(r.path for r in records)
     if val_list is None:
-        copies = identical_images(r.path for r in records) if copies_together else []
-        if copies:
-            console.print(f"{len(copies)} set(s) of images with the same content kept on one side")
-        return split_records(records, val_fraction=val_fraction, seed=seed, group=group, together=copies)
+        together = copies if copies_together else []
+        if together:
+            console.print(f"{len(together)} set(s) of images with the same content kept on one side")
+        train, val = split_records(
+            records, val_fraction=val_fraction, seed=seed, group=group, together=together
+        )
+        return train, val, copies
     try:
-        return split_by_list(records, val_list.read_text().splitlines())
+        return (*split_by_list(records, val_list.read_text().splitlines()), copies)
     except (OSError, ValueError) as e:
         raise AnnotationError(f"{val_list}: {e}") from None
 
 
-def _write_split(train: list, val: list, out: Path, categories: list[str] | None = None) -> None:
+def _write_split(
+    train: list, val: list, copies: list[list[Path]], out: Path, categories: list[str] | None = None
+) -> None:
     """Write OUT/train.json and OUT/val.json and show the chromosome counts on each side."""
     from deepace.data.coco import write_coco
 
@@ -201,16 +209,14 @@ def _write_split(train: list, val: list, out: Path, categories: list[str] | None
     console.print(f"train: {len(train)} images -> {out / 'train.json'}")
     console.print(f"val:   {len(val)} images -> {out / 'val.json'}")
     console.print(_count_table("Chromosome counts", {"train": train, "val": val}))
-    _warn_identical_across(train, val)
+    _warn_identical_across(val, copies)
 
 
-def _warn_identical_across(train: list, val: list) -> None:
+def _warn_identical_across(val: list, copies: list[list[Path]]) -> None:
     """Name validation images whose content is a training image's (a copy under another name): the model
     would be validated on a cell it was trained on. The split is not changed, so a recorded one stays."""
     in_val = {r.path for r in val}
-    straddling = [
-        g for g in identical_images([r.path for r in train + val]) if in_val & set(g) and set(g) - in_val
-    ]
+    straddling = [g for g in copies if in_val & set(g) and set(g) - in_val]
     if straddling:
         shown = "; ".join(" = ".join(p.name for p in group) for group in straddling[:5])
         console.print(
@@ -233,8 +239,8 @@ def taichung(
 
     try:
         records = read_taichung(root)
-        train, val = _split(records, val_fraction, seed, None, val_list, copies_together)
-        _write_split(train, val, out, categories=TAICHUNG_CLASSES)
+        train, val, copies = _split(records, val_fraction, seed, None, val_list, copies_together)
+        _write_split(train, val, copies, out, categories=TAICHUNG_CLASSES)
     except AnnotationError as e:
         raise _fatal(e) from None
 
@@ -258,8 +264,8 @@ def split(
     try:
         records = read_coco(coco, check_images=False)
         group = parent_group if group_by is GroupBy.parent else None
-        train, val = _split(records, val_fraction, seed, group, val_list, copies_together)
-        _write_split(train, val, out)
+        train, val, copies = _split(records, val_fraction, seed, group, val_list, copies_together)
+        _write_split(train, val, copies, out)
     except AnnotationError as e:
         raise _fatal(e) from None
 
