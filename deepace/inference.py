@@ -46,6 +46,13 @@ class CellResult:
         lo, hi = self.low_confidence_band
         return int(((self.scores >= lo) & (self.scores < hi)).sum())
 
+    @property
+    def exact_chance(self) -> float:
+        """The model's own chance that `count` is exact, from its boxes' scores (metrics/count_chance.py)."""
+        from deepace.metrics.count_chance import exact_chance
+
+        return exact_chance(self.scores, self.count)
+
 
 @dataclass
 class Detection:

@@ -53,6 +53,8 @@ def test_count_writes_table_json_csv_and_annotated_images(tmp_path: Path, model_
         assert all(s >= 0.05 for s in scores)
     rows = list(csv.DictReader(cs.open()))
     assert [r["image"].endswith(f"cell{i}.png") for i, r in enumerate(rows)] == [True, True]
+    for entry, row in zip(data["images"], rows, strict=True):
+        assert 0.0 <= entry["exact_chance"] <= 1.0 and float(row["exact_chance"]) == entry["exact_chance"]
     assert len(list(out.glob("*.png"))) == 2
 
 

@@ -62,7 +62,7 @@ def test_json_output(tmp_path: Path, runner: CliRunner) -> None:
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert list(out) == ["by_iou", "count", "coco", "review"]
+    assert list(out) == ["by_iou", "count", "coco", "review", "count_chance"]
     assert list(out["by_iou"]) == IOU_KEYS
     for row in out["by_iou"].values():
         assert list(row) == ["AP", "WCR", "AER", "FP", "FN"]
@@ -78,6 +78,11 @@ def test_json_output(tmp_path: Path, runner: CliRunner) -> None:
     assert out["count"] == {"exact": 100.0, "within1": 100.0, "mae": 0.0, "bias": 0.0, "n": 2}
     # two of two cells right: Wilson's interval still reaches down to z²/(n + z²) below 100%
     assert intervals["exact_ci95"] == pytest.approx([100 - 100 * 1.96**2 / (2 + 1.96**2), 100.0], abs=0.01)
+    # the model's chances: a 2 of 2 boxes at 0.9 and 0.7 (0.63), b 1 of 0.6 and 0.3 (0.6·0.7 + 0.4·0.3)
+    chance = out["count_chance"]
+    assert chance["mean_chance"] == pytest.approx(100 * (0.63 + 0.54) / 2)
+    assert (chance["exact"], chance["auc"], chance["n"]) == (100.0, None, 2)
+    assert [b["cells"] for b in chance["bands"]] == [0, 0, 1, 1]
 
 
 def test_score_threshold_option(tmp_path: Path, runner: CliRunner) -> None:
@@ -127,6 +132,7 @@ def test_table_output(tmp_path: Path, runner: CliRunner) -> None:
         assert key in text
     assert "55.56" in text and "66.67" in text  # AP and AER at IoU 0.5
     assert "expected_count for 1 image, number of ground-truth boxes for 1 image" in text
+    assert "chance that its count is exact: mean 58.5% against 100.0% exact" in text
 
 
 @pytest.mark.parametrize("missing", ["gt", "pred"])

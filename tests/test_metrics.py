@@ -274,7 +274,7 @@ def _predictions() -> list[ImagePrediction]:
 def test_evaluate_records() -> None:
     messages: list[str] = []
     out = evaluate_records(_records(), _predictions(), on_warning=messages.append)
-    assert set(out) == {"by_iou", "count", "coco", "review"}
+    assert set(out) == {"by_iou", "count", "coco", "review", "count_chance"}
     assert list(out["by_iou"]) == ["0.5", "0.55", "0.6", "0.65", "0.7", "0.75", "0.8", "0.85"]
     # As the hand case, plus image c: 1 more GT, all missed. 4 GT; FP 1, FN 2; 1 of 3 images right.
     # AP: .9 TP, .7 FP, .6 TP, .3 FP with 4 GT -> 1/4 * 1 + 1/4 * 2/3 = 5/12.

@@ -67,8 +67,10 @@ def test_file_layout(tmp_path: Path) -> None:
     write_predictions([_pred()], path)
     data = json.loads(path.read_text())
     entry = data["images"][0]
-    assert set(entry) == {"image", "count", "score_threshold", "detections"}
+    assert set(entry) == {"image", "count", "score_threshold", "exact_chance", "detections"}
     assert entry["count"] == 2 and entry["score_threshold"] == 0.5
+    # two of the boxes scoring 0.97, 0.5 and 0.31 are chromosomes
+    assert entry["exact_chance"] == round(0.97 * 0.5 * 0.69 + 0.97 * 0.5 * 0.31 + 0.03 * 0.5 * 0.31, 3)
     assert [d["score"] for d in entry["detections"]] == [0.97, 0.5, 0.31]  # shortest float32 text
     assert entry["detections"][0]["box"] == [100.0, 100.0, 120.0, 130.0]
     assert [p.name for p in tmp_path.iterdir()] == ["pred.json"]  # no temporary file left

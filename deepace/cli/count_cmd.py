@@ -202,16 +202,18 @@ def _print_table(results, counter) -> None:  # noqa: ANN001
     table.add_column("count", justify="right")
     table.add_column("low-confidence", justify="right")
     table.add_column("counted at score >=", justify="right")
+    table.add_column("P(exact)", justify="right")
     several = counter.views > 1
     if several:
         table.add_column(f"counts in {counter.views} orientations", justify="right")
     for r in results:
         name = _display_name(Path(r.image))
         if r.error:
-            table.add_row(name, "[red]error[/red]", "", "", *([""] if several else []))
+            table.add_row(name, "[red]error[/red]", "", "", "", *([""] if several else []))
         else:
             lo, hi = r.low_confidence_band
-            row = [name, str(r.count), f"{r.low_confidence} ({lo:.2f}-{hi:.2f})", f"{r.score_threshold:.2f}"]
+            low = f"{r.low_confidence} ({lo:.2f}-{hi:.2f})"
+            row = [name, str(r.count), low, f"{r.score_threshold:.2f}", f"{r.exact_chance:.0%}"]
             table.add_row(*row, *([orientation_spread(r.view_counts)] if several else []))
     Console().print(table)
 
@@ -249,7 +251,8 @@ def _write_csv(results, path: Path) -> None:  # noqa: ANN001
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        header = ["image", "count", "low_confidence", "score_threshold", "orientation_counts", "error"]
+        header = ["image", "count", "low_confidence", "score_threshold", "exact_chance"]
+        header += ["orientation_counts", "error"]
         writer.writerow(header)
         for r in results:
             writer.writerow(
@@ -258,6 +261,7 @@ def _write_csv(results, path: Path) -> None:  # noqa: ANN001
                     "" if r.error else r.count,
                     "" if r.error else r.low_confidence,
                     r.score_threshold,
+                    "" if r.error else round(r.exact_chance, 3),
                     " ".join(str(c) for c in r.view_counts or ()),
                     r.error or "",
                 ]

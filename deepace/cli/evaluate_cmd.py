@@ -86,8 +86,26 @@ def _print_report(result: dict[str, Any], records: list[ImageRecord], threshold_
             f"(±1 {_fmt(r['unflagged_within1'], 1)}%) of the {r['unflagged_cells']} cells with no box "
             f"in the band, {_fmt(r['flagged_exact'], 1)}% (±1 {_fmt(r['flagged_within1'], 1)}%) of the others"
         )
+    out.print(_chance_line(result["count_chance"]))
     m = result["coco"]
     out.print(f"COCO box mAP@[.5:.95] {_fmt(m['mAP'])}%   AP50 {_fmt(m['AP50'])}%   (COCO matching rule)")
+
+
+def _chance_line(chance: dict[str, Any]) -> str:
+    """How the model's own chance that each count is exact compares with the exact counts."""
+    if not chance["n"]:
+        return "The model's chance of an exact count: no cell to compare it with"
+    bands = "; ".join(
+        f"{b['band'][0]:.0f}–{b['band'][1]:.0f}%: {b['cells']} cells, exact {_fmt(b['exact'], 1)}%"
+        for b in chance["bands"]
+        if b["cells"]
+    )
+    auc = chance["auc"]
+    auc = "" if auc is None else f"; it tells exact cells from the others with AUC {auc:.2f}"
+    return (
+        f"The model's chance that its count is exact: mean {_fmt(chance['mean_chance'], 1)}% against "
+        f"{_fmt(chance['exact'], 1)}% exact{auc}\n  by the chance it gave: {bands}"
+    )
 
 
 def _interval(bounds: list[float] | None) -> str:

@@ -2,12 +2,13 @@
 
 Format::
 
-    {"images": [{"image": PATH, "count": N, "score_threshold": T,
+    {"images": [{"image": PATH, "count": N, "score_threshold": T, "exact_chance": P,
                  "detections": [{"box": [x1, y1, x2, y2], "score": S}, ...]}, ...]}
 
 Detections go down to a low score (so that AP can be computed); ``count`` is the number of
-detections scoring at least ``score_threshold``. On reading, the count is recomputed from the
-detections (the stored ``count`` is informational) and unknown keys are ignored.
+detections scoring at least ``score_threshold``; ``exact_chance`` the model's own chance that the count
+is exact (metrics/count_chance.py). On reading, both are recomputed from the detections (the stored ones
+are informational) and unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ class ImagePrediction:
         """Chromosomes counted: detections scoring at least the threshold."""
         return self.count_at(self.score_threshold)
 
+    @property
+    def exact_chance(self) -> float:
+        """The model's own chance that `count` is exact, from the scores (metrics/count_chance.py)."""
+        from deepace.metrics.count_chance import exact_chance
+
+        return exact_chance(self.scores, self.count)
+
     def count_at(self, score_threshold: float) -> int:
         """Detections scoring >= score_threshold, compared in float32 (as metrics.detection.at_or_above)."""
         return int((self.scores >= np.float32(score_threshold)).sum())
@@ -87,6 +95,7 @@ def prediction_to_dict(pred: ImagePrediction) -> dict[str, Any]:
         "image": str(pred.image),
         "count": pred.count,
         "score_threshold": pred.score_threshold,
+        "exact_chance": round(pred.exact_chance, 3),
     }
     if pred.view_counts is not None:
         entry["view_counts"] = [int(c) for c in pred.view_counts]

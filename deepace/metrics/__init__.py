@@ -11,6 +11,7 @@ import numpy as np
 from deepace.data.predictions import ImagePrediction, match_predictions
 from deepace.data.records import ImageRecord
 from deepace.metrics.coco_map import coco_map
+from deepace.metrics.count_chance import calibration, exact_chance
 from deepace.metrics.counting import count_accuracy, share_interval
 from deepace.metrics.detection import (
     PAPER_IOU_THRESHOLDS,
@@ -28,10 +29,12 @@ __all__ = [
     "at_or_above",
     "average_precision",
     "box_iou",
+    "calibration",
     "coco_map",
     "count_accuracy",
     "evaluate_detections",
     "evaluate_records",
+    "exact_chance",
     "expected_counts",
     "iou_key",
     "match_image",
@@ -70,6 +73,14 @@ def best_count_threshold(
     return tune_score_threshold(scores, expected_counts(gt_records))[0]
 
 
+def _count_chance(
+    matched: Sequence[ImagePrediction | None], counts: Sequence[int], expected: Sequence[int]
+) -> dict[str, Any]:
+    """metrics.count_chance.calibration over the cells that have a prediction."""
+    cells = [(p, c, e) for p, c, e in zip(matched, counts, expected, strict=True) if p is not None]
+    return calibration([exact_chance(p.scores, c) for p, c, _ in cells], [c == e for _, c, e in cells])
+
+
 def evaluate_records(
     gt_records: Sequence[ImageRecord],
     predictions: Sequence[ImagePrediction],
@@ -87,8 +98,11 @@ def evaluate_records(
     Returns {"by_iou": {"0.5": {"AP", "WCR", "AER", "FP", "FN"}, ...},
              "count": {"exact", "within1", "mae", "bias", "n", "exact_ci95", "within1_ci95"},
              "coco": {"mAP", "AP50"},
-             "review": {"0.1": {"flagged_mean", "flagged_median", "exact", ...}, ...}}, percentages 0-100;
-    "review" is the count accuracy once the boxes flagged in a band t ± m are checked (metrics.review).
+             "review": {"0.1": {"flagged_mean", "flagged_median", "exact", ...}, ...},
+             "count_chance": {"mean_chance", "exact", "auc", "bands", "n"}}, percentages 0-100;
+    "review" is the count accuracy once the boxes flagged in a band t ± m are checked (metrics.review);
+    "count_chance" how the model's own chance that each count is exact (metrics.count_chance) compares with
+    the cells counted exactly.
     With `tune_threshold`, everything is counted at `best_count_threshold` (instead of `score_threshold`),
     returned as "tuned_threshold".
     """
@@ -113,6 +127,7 @@ def evaluate_records(
         "count": {key: accuracy[key] for key in COUNT_KEYS},
         "coco": coco_map(gts, preds),
         "review": review_effect(gts, preds, thresholds, expected, REVIEW_MARGINS),
+        "count_chance": _count_chance(matched, counts, expected),
     }
     if tune_threshold:
         result["tuned_threshold"] = score_threshold

@@ -401,6 +401,8 @@ class CellSummary:
     # the model's count in each orientation when it counted the cell in several (deepace/views.py): a cell
     # whose counts differ is less sure than one counted alike in every orientation
     orientation_counts: list[int] | None = None
+    # the model's own chance that its count is exact (CellResult.exact_chance, metrics/count_chance.py)
+    exact_chance: float | None = None
 
     @property
     def unsteady(self) -> bool:
@@ -465,15 +467,16 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
     darkened = result is not None and result.faint_ink_level is not None
     views = list(result.view_counts) if result is not None and result.view_counts else None
     noise = None if result is None else result.denoised_noise
+    chance = None if model_count is None else round(result.exact_chance, 3)
     if review is not None:  # a reviewer could open the image, so their count stands
         return CellSummary(
             name, review.count, model_count, low, low_counted, low_uncounted,
             review.reviewed, review.differs_from(result), error=None, darkened=darkened,
-            denoised_noise=noise, orientation_counts=views,
+            denoised_noise=noise, orientation_counts=views, exact_chance=chance,
         )  # fmt: skip
     return CellSummary(
         name, model_count, model_count, low, low_counted, low_uncounted, error=error, darkened=darkened,
-        denoised_noise=noise, orientation_counts=views,
+        denoised_noise=noise, orientation_counts=views, exact_chance=chance,
     )  # fmt: skip
 
 
@@ -718,6 +721,10 @@ def _low_text(c: CellSummary) -> str:
     return f"{c.low_confidence} ({c.low_counted} counted, {c.low_uncounted} not counted)"
 
 
+def _chance_text(c: CellSummary) -> str:
+    return "—" if c.exact_chance is None else f"{c.exact_chance:.0%}"
+
+
 def _render_html(
     summary: CaseSummary, case_dir: Path, thumbs: dict[str, str], histogram: str, band: str
 ) -> str:
@@ -741,7 +748,8 @@ def _render_html(
             f'<tr class="{cls}"><td class="num">{i}</td><td><a href="#cell-{i}">{_esc(c.name)}</a></td>'
             f'<td class="num count">{"—" if c.count is None else c.count}</td>'
             f'<td class="num">{"—" if c.model_count is None else c.model_count}</td>'
-            f"<td>{_esc(_low_text(c))}</td><td>{_badges(c)}</td><td>{_esc(c.error or '')}</td></tr>"
+            f'<td>{_esc(_low_text(c))}</td><td class="num">{_chance_text(c)}</td>'
+            f"<td>{_badges(c)}</td><td>{_esc(c.error or '')}</td></tr>"
         )
     cards = []
     for i, c in enumerate(summary.cells, start=1):
@@ -753,7 +761,8 @@ def _render_html(
             f'<figure class="cell{" off" if c.off_mode else ""}" id="cell-{i}">'
             f"<h3><span>{i}. {_esc(c.name)}</span>"
             f'<span class="count">{c.count}{_esc(model)}</span></h3>{img}'
-            f'<figcaption class="muted">{_badges(c)} low-confidence: {_esc(_low_text(c))}</figcaption>'
+            f'<figcaption class="muted">{_badges(c)} low-confidence: {_esc(_low_text(c))}; '
+            f"model's chance of an exact count: {_chance_text(c)}</figcaption>"
             "</figure>"
         )
     unreadable = "".join(f"<li><b>{_esc(c.name)}</b>: {_esc(c.error)}</li>" for c in summary.unreadable)
@@ -791,6 +800,7 @@ expected normal count {summary.expected}</div>
 <ul class="flags">{flags or '<li class="flag-info">No flags.</li>'}</ul>
 <h2>Cells</h2>
 <table><thead><tr><th>#</th><th>Image</th><th>Count</th><th>Model count</th><th>Low-confidence detections</th>
+<th title="The model's own chance that its count is exact, from its boxes' scores">Model's P(exact)</th>
 <th>Status</th><th>Error</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
 {unreadable_html}
 <h2>Annotated cells</h2>
@@ -852,7 +862,8 @@ def build_case_report(
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
-        ["image", "count", "model_count", "low_confidence", "reviewed", "corrected", "off_mode", "error"]
+        ["image", "count", "model_count", "low_confidence", "exact_chance", "reviewed", "corrected"]
+        + ["off_mode", "error"]
     )
     for c in summary.cells:
         writer.writerow(
@@ -861,6 +872,7 @@ def build_case_report(
                 "" if c.count is None else c.count,
                 "" if c.model_count is None else c.model_count,
                 c.low_confidence,
+                "" if c.exact_chance is None else c.exact_chance,
                 int(c.reviewed),
                 int(c.corrected),
                 int(c.off_mode),
