@@ -334,6 +334,12 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
         }
     ]
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()
+    # the table gives each automatic count the model's chance that it is exact
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    table = "".join(c for c in res.output if c not in " \n│")
+    assert "P(exact)" in table
+    chances = [c["exact_chance"] for c in data["cells"] if not c["error"]]
+    assert chances and all(f"{chance:.0%}" in table for chance in chances)
     assert case_io.model_json_path(case).is_file()
     assert "broken.png" in res.output and "Report:" in res.output
     assert "count 46 (median, tied with 47) over 2 cells" in " ".join(res.output.split())

@@ -70,18 +70,21 @@ def _print_summary(case_dir: Path, paths: dict[str, Path]) -> None:
     out = Console()
     count = case_io.case_count_text(data["case_count"], data["tied_with"], data["count_basis"])
     table = Table(title=f"{case_dir.name}: count {count} over {data['n_cells']} cells")
-    for col in ("image", "count", "low-conf.", "status"):
-        table.add_column(col, justify="right" if col in ("count", "low-conf.") else "left")
+    for col in ("image", "count", "low-conf.", "P(exact)", "status"):
+        table.add_column(col, justify="right" if col in ("count", "low-conf.", "P(exact)") else "left")
     for c in data["cells"]:
         if c["error"]:
-            table.add_row(c["name"], "—", "", f"[red]not counted: {c['error']}[/red]")
+            table.add_row(c["name"], "—", "", "", f"[red]not counted: {c['error']}[/red]")
             continue
         status = "reviewed" if c["reviewed"] else ("corrected" if c["corrected"] else "automatic")
         if c.get("unsteady") and not c["reviewed"]:
             views = c["orientation_counts"]
             status += f", unsteady {min(views)}–{max(views)}"
         count = f"[bold red]{c['count']}[/bold red]" if c["off_mode"] else str(c["count"])
-        table.add_row(c["name"], count, str(c["low_confidence"] or ""), status)
+        # the model's chance for its own count, which a reviewer's count replaces
+        automatic = not (c["reviewed"] or c["corrected"]) and c["exact_chance"] is not None
+        chance = f"{c['exact_chance']:.0%}" if automatic else ""
+        table.add_row(c["name"], count, str(c["low_confidence"] or ""), chance, status)
     out.print(table)
     colour = {"alert": "red", "warning": "yellow", "info": "cyan"}
     for f in data["flags"]:
