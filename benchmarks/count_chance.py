@@ -40,6 +40,12 @@ def main() -> None:
     for band in table["bands"]:
         exact = "-" if band["exact"] is None else f"{band['exact']:.1f}%"
         print(f"  chance {band['band'][0]:.0f}–{band['band'][1]:.0f}%: {band['cells']} cells, exact {exact}")
+    order = np.argsort(-np.array(chances), kind="stable")
+    top = np.zeros(len(cells), dtype=bool)
+    top[order[: len(cells) // 4]] = True
+    exact = np.array(right)
+    surest, rest = exact[top].mean() * 100, exact[~top].mean() * 100
+    print(f"the quarter it is surest of: exact {surest:.1f}%; the rest {rest:.1f}%")
     no_flag = np.array(flags) == 0
     share = np.mean(np.array(right)[no_flag]) * 100 if no_flag.any() else float("nan")
     print(f"cells with no flagged box: {int(no_flag.sum())}, exact {share:.1f}%")
