@@ -135,6 +135,8 @@ def test_review_in_the_browser(server: tuple[str, Path], tmp_path: Path) -> None
             assert page.inner_text("#cell-name") == "cell01.png"
             assert page.inner_text("#count") == "46"
             assert page.locator("#cells li").count() == 3
+            # every automatic count shows the model's chance that it is exact
+            assert page.locator("#cells li .tag.chance").count() == 3
             # 46, 47 and 45 once each, all automatic: the case is read by its median count, 46
             assert "Median count 46" in page.inner_text("#case-stats")
             model_sha = hashlib.sha256(case_io.model_json_path(case).read_bytes()).hexdigest()
@@ -183,6 +185,7 @@ def test_review_in_the_browser(server: tuple[str, Path], tmp_path: Path) -> None
             image, _ = corrections(case, "cell01.png")
             assert image["meta"]["reviewed"] is True and image["expected_count"] == 46
             assert page.locator("#cells li.current .tick").count() == 1
+            assert page.locator("#cells li.current .tag.chance").count() == 0  # the reviewer's count stands
 
             # the list and the case stay in step; model.json untouched; the report follows the corrections
             assert page.inner_text("#cells li.current .cnt") == "46"

@@ -110,6 +110,8 @@ def test_cases_and_cells_counted_on_demand(client: TestClient, case: Path, count
 
     summary = client.get("/api/cases/patient-A/cells").json()
     assert summary["modal_count"] == 46
+    # each counted cell carries the model's chance that its count is exact, for the list's tag
+    assert all(0.0 < c["exact_chance"] < 1.0 for c in summary["cells"])
     assert {f["code"] for f in summary["flags"]} >= {"TOO_FEW_CELLS", "NOT_REVIEWED"}
 
 

@@ -161,6 +161,9 @@ function showSummary(summary) {
         : "") +
       (c.low_confidence && !c.reviewed
         ? `<span class="tag low" title="${c.low_confidence} low-confidence detections to check">${c.low_confidence} low</span>`
+        : "") +
+      (c.exact_chance !== null && c.exact_chance !== undefined && !c.reviewed && !c.corrected
+        ? `<span class="tag chance" title="the model's own chance that its count is exact">${Math.round(c.exact_chance * 100)}%</span>`
         : "");
     let status = "";
     if (c.reviewed) status = '<span class="tick" title="reviewed">✓</span>';
