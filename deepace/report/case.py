@@ -467,7 +467,7 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
     darkened = result is not None and result.faint_ink_level is not None
     views = list(result.view_counts) if result is not None and result.view_counts else None
     noise = None if result is None else result.denoised_noise
-    chance = None if model_count is None else round(result.exact_chance, 3)
+    chance = None if model_count is None else result.exact_chance
     if review is not None:  # a reviewer could open the image, so their count stands
         return CellSummary(
             name, review.count, model_count, low, low_counted, low_uncounted,
@@ -872,7 +872,7 @@ def build_case_report(
                 "" if c.count is None else c.count,
                 "" if c.model_count is None else c.model_count,
                 c.low_confidence,
-                "" if c.exact_chance is None else c.exact_chance,
+                "" if c.exact_chance is None else round(c.exact_chance, 3),
                 int(c.reviewed),
                 int(c.corrected),
                 int(c.off_mode),
