@@ -467,3 +467,19 @@ def test_orientation_counts_travel_with_the_cell_and_mark_it_unsteady(
     assert "unsteady 46–48" in " ".join(capsys.readouterr().out.split())  # the command's table too
     assert page.count(">unsteady 46–48<") >= 1  # the cell's badge (table and picture grid)
     assert page.count(">unsteady ") == page.count(">unsteady 46–48<")  # and no other cell's badge
+
+
+def test_cells_the_model_is_unsure_of_are_flagged_until_reviewed(tmp_path: Path) -> None:
+    boxes = np.array([[10.0 * i, 0.0, 10.0 * i + 8, 20.0] for i in range(50)], dtype=np.float32)
+    sure = CellResult(tmp_path / "sure.png", 600, 40, boxes[:46], np.full(46, 0.999, np.float32), 0.5)
+    # four boxes at an even chance: the 48 counted need all four, one chance in sixteen
+    unsure_scores = np.array([0.999] * 44 + [0.5] * 4, dtype=np.float32)
+    unsure = CellResult(tmp_path / "unsure.png", 600, 40, boxes[:48], unsure_scores, 0.5)
+    assert sure.exact_chance > 0.9 and unsure.exact_chance < case_io.rules.UNSURE_CHANCE
+    results = {"sure.png": sure, "unsure.png": unsure}
+    summary = case_io.summarize_case("c", results, {})
+    flags = {f.code: f.message for f in summary.flags}
+    assert flags["UNSURE_COUNTS"].startswith("1 cell whose count")
+    assert [c.unsure for c in summary.cells] == [False, True]
+    reviewed = {"unsure.png": case_io.CellReview.from_model(unsure, reviewed=True)}
+    assert "UNSURE_COUNTS" not in {f.code for f in case_io.summarize_case("c", results, reviewed).flags}

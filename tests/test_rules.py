@@ -156,6 +156,9 @@ def test_review_flags() -> None:
     assert review_flags(20, 20, 0, 0) == []
     assert codes(review_flags(20, 5, 3, 1)) == ["UNREADABLE_FILES", "NOT_REVIEWED", "LOW_CONFIDENCE"]
     assert "15 of 20" in review_flags(20, 5, 0, 0)[0].message
+    unsure = review_flags(20, 5, 0, 0, n_unsure_cells=3)
+    assert codes(unsure) == ["NOT_REVIEWED", "UNSURE_COUNTS"]
+    assert unsure[1].message.startswith("3 cells whose count the model gives less than a 20% chance")
 
 
 def test_sort_flags_is_stable_by_severity() -> None:

@@ -408,6 +408,12 @@ class CellSummary:
     def unsteady(self) -> bool:
         return bool(self.orientation_counts) and len(set(self.orientation_counts or ())) > 1
 
+    @property
+    def unsure(self) -> bool:
+        """An automatic count the model itself gives little chance of being exact (rules.UNSURE_CHANCE)."""
+        automatic = not (self.reviewed or self.corrected)
+        return automatic and self.exact_chance is not None and self.exact_chance < rules.UNSURE_CHANCE
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "unsteady": self.unsteady}
 
@@ -527,6 +533,7 @@ def summarize_case(
         n_low_confidence_cells=sum(1 for c in counted if c.low_confidence and not c.reviewed),
         n_unreadable=len(cells) - len(counted),
         n_unsteady_cells=sum(1 for c in counted if c.unsteady and not c.reviewed),
+        n_unsure_cells=sum(1 for c in counted if c.unsure),
     )
     flags += rules.magnification_flags(magnification_advice or {})
     flags += rules.repeated_pixel_flags(

@@ -297,13 +297,25 @@ def provisional(flags: Sequence[Flag], n_unreviewed: int, n_cells: int) -> list[
     return kept
 
 
+# An automatic count the model gives less than this chance of being exact (metrics/count_chance.py) is
+# "unsure": 10 of the 67 G-band validation cells below it were counted exactly, 66 of the other 133
+# (BENCHMARKS.md, "Session 36: the chance that a count is exact").
+UNSURE_CHANCE = 0.2
+
+
 def review_flags(
-    n_cells: int, n_reviewed: int, n_low_confidence_cells: int, n_unreadable: int, n_unsteady_cells: int = 0
+    n_cells: int,
+    n_reviewed: int,
+    n_low_confidence_cells: int,
+    n_unreadable: int,
+    n_unsteady_cells: int = 0,
+    n_unsure_cells: int = 0,
 ) -> list[Flag]:
     """Flags about the review itself: automatic counts are never signed out unchecked. `n_unsteady_cells`:
     unreviewed cells counted differently in different orientations (`deepace case --views`, deepace/views.py);
     on the G-band validation cells counted in five, 27 of the 31 steady cells were counted exactly and 67 of
-    the 169 unsteady ones (BENCHMARKS.md, "Session 30: counting in several orientations")."""
+    the 169 unsteady ones (BENCHMARKS.md, "Session 30: counting in several orientations"). `n_unsure_cells`:
+    unreviewed cells whose count the model gives less than `UNSURE_CHANCE` of being exact."""
     flags: list[Flag] = []
     if n_unreadable:
         flags.append(
@@ -339,6 +351,16 @@ def review_flags(
                 "info",
                 f"{_cells(n_unsteady_cells)} counted differently in different orientations (unsteady): "
                 f"their counts are the less sure ones; check them first.",
+            )
+        )
+    if n_unsure_cells:
+        flags.append(
+            Flag(
+                "UNSURE_COUNTS",
+                "info",
+                f"{_cells(n_unsure_cells)} whose count the model gives less than a {UNSURE_CHANCE:.0%} "
+                f"chance of being exact (on G-band validation cells 15% of such counts were exact, 50% of "
+                f"the others): check them first.",
             )
         )
     return flags
