@@ -6,10 +6,11 @@ the boxes as independent, is a sum of Bernoulli variables: a Poisson-binomial di
 exactly by convolution. Its mass at the model's count is the chance that the count is exact. Many boxes
 near 0.5 make it small; all boxes near 0 or 1 make it large, however many boxes the cell has.
 
-It tells which cells to check first better than the number of flagged boxes does (BENCHMARKS.md, "Session
-36: the chance that a count is exact"), but it is the model's own estimate: `calibration` measures it
-against cells whose count is known. A model with the paper's post-processing instead of the rescorer has
-scores that are not such probabilities, and its chances mean less.
+On G-band cells it tells which cells to check first better than the number of flagged boxes does, on DAPI
+cells no better (BENCHMARKS.md, "Session 36: the chance that a count is exact"); it is the model's own
+estimate, and `calibration` measures it against cells whose count is known. A model with the paper's
+post-processing instead of the rescorer has scores that are not such probabilities, and its chances mean
+less.
 """
 
 from __future__ import annotations
