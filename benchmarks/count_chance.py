@@ -1,5 +1,5 @@
 """Which cells to check first: the model's chance that a count is exact (deepace/metrics/count_chance.py)
-against the number of flagged boxes (scores within 0.1 of the threshold, what `deepace count` and the review
+against the number of flagged boxes (scores in [t − 0.1, t + 0.1), what `deepace count` and the review
 page flag), as the area under the ROC curve with which each ranks the exactly counted cells first.
 
     python benchmarks/count_chance.py --gt ~/deepace-runs/data/taichung/val.json \
@@ -21,6 +21,13 @@ from deepace.metrics.count_chance import ranking_auc
 FLAG_MARGIN = 0.1
 
 
+def flagged(scores: np.ndarray, threshold: float) -> int:
+    """Boxes in the band [t − m, t + m) that `deepace count` and the review page flag (as
+    metrics.review.reviewed_count bounds it, in float32)."""
+    low, high = np.float32(max(0.0, threshold - FLAG_MARGIN)), np.float32(threshold + FLAG_MARGIN)
+    return int(((scores >= low) & (scores < high)).sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gt", type=Path, required=True)
@@ -30,7 +37,7 @@ def main() -> None:
     matched, _ = match_predictions(records, read_predictions(args.pred))
     cells = [(p, e) for p, e in zip(matched, expected_counts(records), strict=True) if p is not None]
     right = [p.count == e for p, e in cells]
-    flags = [int((np.abs(p.scores - p.score_threshold) < FLAG_MARGIN).sum()) for p, _ in cells]
+    flags = [flagged(p.scores, p.score_threshold) for p, _ in cells]
     chances = [p.exact_chance for p, _ in cells]
     table = calibration(chances, right)
     print(f"{len(cells)} cells, {sum(right)} counted exactly")
