@@ -146,6 +146,12 @@ class TrainConfig:
     log_every: int = 20
     val_max_images: int | None = None
     num_threads: int | None = None
+    # Stop after this many minutes of training (a resumed run counts its earlier minutes); the lr steps then
+    # fall at whichever comes first, their fraction of `iterations` or of this budget. None: no time limit.
+    max_minutes: float | None = None
+    # Processes that read and prepare the next iterations' images while the model trains (0: read them in
+    # the training loop). Worth it on a GPU, where decoding a batch takes longer than training on it.
+    loader_workers: int = 0
     # auto: a CUDA GPU if PyTorch sees one, else the CPU (deepace/devices.py); or cpu, cuda, cuda:N
     device: str = "auto"
 

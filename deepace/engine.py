@@ -63,9 +63,13 @@ class StepSchedule(Protocol):
     warmup_iterations: int
 
 
-def lr_factor(iteration: int, t: StepSchedule) -> float:
-    """Step decay ÷10 at each fraction of `t.lr_steps` (§3.2), after an optional linear warm-up."""
-    factor = 0.1 ** sum(iteration >= int(s * t.iterations) for s in t.lr_steps)
+def lr_factor(iteration: int, t: StepSchedule, time_fraction: float = 0.0) -> float:
+    """Step decay ÷10 at each fraction of `t.lr_steps` (§3.2), after an optional linear warm-up.
+
+    time_fraction: the share of a time budget spent (TrainConfig.max_minutes); a step falls when either
+    the iterations or the time reach its fraction.
+    """
+    factor = 0.1 ** sum(iteration >= int(s * t.iterations) or time_fraction >= s for s in t.lr_steps)
     if t.warmup_iterations and iteration < t.warmup_iterations:
         factor *= 0.001 + (1 - 0.001) * iteration / t.warmup_iterations
     return factor
@@ -101,6 +105,37 @@ def samples_for_iteration(
         flips = config.train.flips
         out.append((int(order[position]), flips and rng.random() < 0.5, flips and rng.random() < 0.5))
     return out
+
+
+class IterationBatches(torch.utils.data.Dataset):
+    """Item i: the loaded (image, target) pairs of training iteration i, so that a DataLoader's workers can
+    prepare the next iterations while the model trains on this one."""
+
+    def __init__(
+        self, dataset: DetectionDataset, iterations: int, config: Config, dist_info: DistInfo
+    ) -> None:
+        self.dataset, self.iterations, self.config, self.dist_info = dataset, iterations, config, dist_info
+
+    def __len__(self) -> int:
+        return self.iterations
+
+    def __getitem__(self, iteration: int) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        samples = samples_for_iteration(iteration, len(self.dataset), self.config, self.dist_info)
+        return [self.dataset.load(i, h, v) for i, h, v in samples]
+
+
+def iteration_loader(
+    batches: IterationBatches, start: int, end: int, workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
+    """Iterations start … end−1 in order, read by `workers` processes ahead of the training loop."""
+    return torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,
+        sampler=range(start, end),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def predict_records_with_stains(
@@ -182,6 +217,8 @@ def train(
     device = resolve_device(t.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # TensorFloat-32: fp32 training at tensor-core speed
+        torch.backends.cudnn.allow_tf32 = True
     model = build_detector(config.model, load_backbone_weights=t.init_weights is None)
     last_path = out_dir / "last.pt"
     resuming = resume and last_path.exists()
@@ -195,7 +232,15 @@ def train(
     net: torch.nn.Module = model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config.train))
+    budget_s = t.max_minutes * 60.0 if t.max_minutes else None
+    clock = {"before": 0.0, "since": time.time()}  # seconds trained by earlier calls; this call's start
+
+    def elapsed() -> float:
+        return clock["before"] + time.time() - clock["since"]
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(it, config.train, elapsed() / budget_s if budget_s else 0.0)
+    )
     start, best_key, history = 0, None, []
     if resuming:
         state = torch.load(last_path, map_location="cpu", weights_only=False)
@@ -203,6 +248,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best_key, history = state["iteration"], state["best_key"], state["history"]
+        clock["before"] = state.get("elapsed_seconds", 0.0)
     if dist_info.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
@@ -227,14 +273,19 @@ def train(
         disable=not (progress and dist_info.is_main),
         dynamic_ncols=True,
     )
+    loader = iteration_loader(
+        IterationBatches(dataset, t.iterations, config, dist_info),
+        start,
+        end,
+        t.loader_workers,
+        pin_memory=device.type == "cuda",
+    )
     window: dict[str, list[float]] = {}
     tic = time.time()
-    for iteration in bar:
+    clock["since"] = tic
+    done = start
+    for iteration, batch in zip(bar, loader, strict=True):
         torch.manual_seed(t.seed * 1_000_003 + iteration * dist_info.world_size + dist_info.rank)
-        batch = [
-            dataset.load(i, h, v)
-            for i, h, v in samples_for_iteration(iteration, len(dataset), config, dist_info)
-        ]
         images = [b[0].to(device, non_blocking=True) for b in batch]
         targets = [{k: v.to(device, non_blocking=True) for k, v in b[1].items()} for b in batch]
         losses = net(images, targets)
@@ -245,7 +296,12 @@ def train(
         for k, v in losses.items():
             window.setdefault(k, []).append(float(v.detach()))
         done = iteration + 1
-        if done % t.log_every == 0 or done == end:
+        out_of_time = budget_s is not None and elapsed() >= budget_s
+        if dist_info.world_size > 1 and budget_s is not None:  # every process stops at the same iteration
+            flag = torch.tensor(float(out_of_time), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if done % t.log_every == 0 or done == end or out_of_time:
             entry = {
                 "iteration": done,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -262,7 +318,8 @@ def train(
                 log_file.flush()
             if on_log:
                 on_log(entry)
-        if dist_info.is_main and val_records and (done % t.val_every == 0 or done == t.iterations):
+        finished = done == t.iterations or out_of_time
+        if dist_info.is_main and val_records and (done % t.val_every == 0 or finished):
             subset = val_records[: t.val_max_images] if t.val_max_images else val_records
             metrics, threshold = validate(model, config, subset)
             metrics["iteration"] = done
@@ -285,7 +342,7 @@ def train(
                 f"[val @ {done}] AP50 {at50['AP']:.2f}  WCR {at50['WCR']:.1f}%  AER {at50['AER']:.2f}%  "
                 f"exact count {metrics['count']['exact']:.1f}%  (threshold {threshold:.3f})"
             )
-        if dist_info.is_main and (done % t.checkpoint_every == 0 or done == end):
+        if dist_info.is_main and (done % t.checkpoint_every == 0 or done == end or out_of_time):
             tmp = last_path.with_suffix(".tmp")
             torch.save(
                 {
@@ -296,15 +353,22 @@ def train(
                     "best_key": best_key,
                     "history": history,
                     "config": config.to_dict(),
+                    "elapsed_seconds": elapsed(),
                 },
                 tmp,
             )
             tmp.replace(last_path)
+        if out_of_time:
+            if dist_info.is_main:
+                tqdm.write(f"time budget of {t.max_minutes:g} minutes spent after {done} iterations")
+            break
+    bar.close()
     if log_file:
         log_file.close()
-    if dist_info.is_main and not (out_dir / "best.pt").exists() and end == t.iterations:
-        meta = {"iteration": end, **provenance}
+    completed = done == t.iterations or (budget_s is not None and elapsed() >= budget_s)
+    if dist_info.is_main and not (out_dir / "best.pt").exists() and completed:
+        meta = {"iteration": done, **provenance}
         save_model(out_dir / "best.pt", model, config, config.score_threshold, meta=meta)
     if dist_info.world_size > 1:
         dist.barrier()
-    return {"iteration": end, "history": history, "model": model}
+    return {"iteration": done, "history": history, "model": model}

@@ -61,6 +61,39 @@ def test_learning_rate_schedule_steps_at_40_and_80_percent() -> None:
     assert [lr_factor(i, config.train) for i in (0, 39, 40, 79, 80, 99)] == [1, 1, 0.1, 0.1, 0.1**2, 0.1**2]
 
 
+def test_learning_rate_steps_fall_at_fractions_of_a_time_budget() -> None:
+    config = tiny_config(iterations=100)
+    t = replace(config.train, warmup_iterations=0)
+    # 10 of 100 iterations done, but 40% (then 80%) of the time spent: the steps fall on time
+    assert [lr_factor(10, t, f) for f in (0.0, 0.39, 0.4, 0.79, 0.8, 1.0)] == [1, 1, 0.1, 0.1, 0.1**2, 0.1**2]
+    assert lr_factor(80, t, 0.1) == 0.1**2  # and on iterations, whichever comes first
+
+
+def test_a_time_budget_stops_the_run_and_keeps_a_resumable_model(tmp_path: Path) -> None:
+    records = write_blob_records(tmp_path / "imgs", 4)
+    config = tiny_config(iterations=1000)
+    config = replace(config, train=replace(config.train, max_minutes=1e-6, checkpoint_every=500))
+    result = train(config, records, records[:2], tmp_path / "run", progress=False)
+    assert result["iteration"] == 1  # the budget was spent by the first iteration
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["iteration"] == 1 and state["elapsed_seconds"] > 0
+    assert len(result["history"]) == 1  # validated once, at the stop
+    assert read_model_file(tmp_path / "run" / "best.pt")["meta"]["iteration"] == 1
+    # resumed with the budget already spent, it trains no further
+    again = train(config, records, [], tmp_path / "run", progress=False, resume=True)
+    assert again["iteration"] == 2  # the one iteration in flight when the clock is read again
+
+
+def test_loader_workers_feed_the_same_batches(tmp_path: Path) -> None:
+    records = write_blob_records(tmp_path / "imgs", 4)
+    config = tiny_config(iterations=4)
+    inline = train(config, records, [], tmp_path / "inline", progress=False)["model"].state_dict()
+    workers = replace(config, train=replace(config.train, loader_workers=2))
+    fed = train(workers, records, [], tmp_path / "fed", progress=False)["model"].state_dict()
+    for key, value in inline.items():
+        assert torch.equal(fed[key], value), key
+
+
 def test_sampling_is_deterministic_and_splits_across_processes() -> None:
     config = tiny_config()
     seen = [samples_for_iteration(i, 10, config, DistInfo())[0] for i in range(10)]
