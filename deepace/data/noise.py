@@ -2,11 +2,11 @@
 
 The training spreads are clean: the grey-level noise of the Taichung images measures 0.15–1.3 and of the
 M-FISH DAPI images 0.15–2.9 (`noise_sigma`, grey levels). Gaussian noise of σ 8 grey levels took the
-shipped model's G-band exact counts from 38% to 24% and made it miss 1.4 chromosomes a cell (BENCHMARKS.md,
-"Session 30: other imaging conditions"). An image whose noise measures above `ModelConfig.denoise_above`
-is smoothed by total-variation denoising (Chambolle's, from scikit-image), which flattens noise while
-keeping the edges of chromosomes and bands, with a weight in proportion to the noise measured; images as
-clean as the training ones are left exactly as they are.
+session-19 shipped model's G-band exact counts from 38% to 24% and made it miss 1.4 chromosomes a cell
+(BENCHMARKS.md, "Session 30: other imaging conditions"). An image whose noise measures above
+`ModelConfig.denoise_above` is smoothed by total-variation denoising (Chambolle's, from scikit-image),
+which flattens noise while keeping the edges of chromosomes and bands, with a weight in proportion to the
+noise measured; images as clean as the training ones are left exactly as they are.
 """
 
 from __future__ import annotations
