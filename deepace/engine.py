@@ -2,7 +2,7 @@
 
 Data order, flips and every random draw of the samplers are functions of (seed, iteration), so a run that
 is interrupted and resumed from its last checkpoint reaches the same weights as one that was not.
-Distributed training: launch with `torchrun --nproc_per_node N -m deepace.cli train ...`; each process
+Distributed training: launch with `torchrun --nproc_per_node N -m deepace train ...`; each process
 takes its share of every iteration's images and DistributedDataParallel averages the gradients.
 """
 
