@@ -1,7 +1,8 @@
 """Training and evaluation loops (the recipe; the model's parts live in deepace.models).
 
 Data order, flips and every random draw of the samplers are functions of (seed, iteration), so a run that
-is interrupted and resumed from its last checkpoint reaches the same weights as one that was not.
+is interrupted and resumed from its last checkpoint reaches the same weights as one that was not (under a
+time budget, `train.max_minutes`, the learning-rate steps fall by the clock, so only the data order is).
 Distributed training: launch with `torchrun --nproc_per_node N -m deepace train ...`; each process
 takes its share of every iteration's images and DistributedDataParallel averages the gradients.
 """
