@@ -298,8 +298,8 @@ def provisional(flags: Sequence[Flag], n_unreviewed: int, n_cells: int) -> list[
 
 
 # An automatic count the model gives less than this chance of being exact (metrics/count_chance.py) is
-# "unsure": 10 of the 67 G-band validation cells below it were counted exactly, 66 of the other 133
-# (BENCHMARKS.md, "Session 36: the chance that a count is exact").
+# "unsure": with the session-37 model 10 of the 37 G-band validation cells below it were counted exactly,
+# 79 of the other 163 (BENCHMARKS.md, first section; session 19's model: 10 of 67 and 66 of 133).
 UNSURE_CHANCE = 0.2
 
 
@@ -313,8 +313,8 @@ def review_flags(
 ) -> list[Flag]:
     """Flags about the review itself: automatic counts are never signed out unchecked. `n_unsteady_cells`:
     unreviewed cells counted differently in different orientations (`deepace case --views`, deepace/views.py);
-    on the G-band validation cells counted in five, 27 of the 31 steady cells were counted exactly and 67 of
-    the 169 unsteady ones (BENCHMARKS.md, "Session 30: counting in several orientations"). `n_unsure_cells`:
+    on the G-band validation cells counted in five, 33 of the 36 steady cells were counted exactly and 67 of
+    the 164 unsteady ones (the session-37 model; BENCHMARKS.md, first section). `n_unsure_cells`:
     unreviewed cells whose count the model gives less than `UNSURE_CHANCE` of being exact."""
     flags: list[Flag] = []
     if n_unreadable:
