@@ -126,15 +126,15 @@ class IterationBatches(torch.utils.data.Dataset):
 
 
 def iteration_loader(
-    batches: IterationBatches, start: int, end: int, workers: int, pin_memory: bool
+    batches: IterationBatches, start: int, end: int, workers: int
 ) -> torch.utils.data.DataLoader:
-    """Iterations start … end−1 in order, read by `workers` processes ahead of the training loop."""
+    """Iterations start … end−1 in order, read by `workers` processes ahead of the training loop. Not
+    pinned: the images are expanded views of one grey plane, which pinning refuses (seen on a GPU)."""
     return torch.utils.data.DataLoader(
         batches,
         batch_size=None,
         sampler=range(start, end),
         num_workers=workers,
-        pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
     )
 
@@ -275,16 +275,12 @@ def train(
         dynamic_ncols=True,
     )
     loader = iteration_loader(
-        IterationBatches(dataset, t.iterations, config, dist_info),
-        start,
-        end,
-        t.loader_workers,
-        pin_memory=False,  # the images are expanded views, which pinning refuses
+        IterationBatches(dataset, t.iterations, config, dist_info), start, end, t.loader_workers
     )
     window: dict[str, list[float]] = {}
     tic = time.time()
     clock["since"] = tic
-    done = start
+    done, out_of_time = start, False
     for iteration, batch in zip(bar, loader, strict=True):
         torch.manual_seed(t.seed * 1_000_003 + iteration * dist_info.world_size + dist_info.rank)
         images = [b[0].to(device, non_blocking=True) for b in batch]
@@ -366,8 +362,7 @@ def train(
     bar.close()
     if log_file:
         log_file.close()
-    completed = done == t.iterations or (budget_s is not None and elapsed() >= budget_s)
-    if dist_info.is_main and not (out_dir / "best.pt").exists() and completed:
+    if dist_info.is_main and not (out_dir / "best.pt").exists() and (done == t.iterations or out_of_time):
         meta = {"iteration": done, **provenance}
         save_model(out_dir / "best.pt", model, config, config.score_threshold, meta=meta)
     if dist_info.world_size > 1:
