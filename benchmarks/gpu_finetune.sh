@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Fine-tune a DeepACE model end to end on one GPU for a fixed number of minutes, then export it as float16.
-# Session 37 ran it on an H200 lent for 15 minutes (BENCHMARKS.md, "Session 37").
+# Session 37 ran it on an H200 lent for 15 minutes (BENCHMARKS.md, "Session 37"), session 38 in two calls.
 #
 # Expects, under $G (default /root/gpu): deepace.pt (the model to start from), taichung_train.json.gz and
 # mfish_train.json.gz (COCO files whose file names point into $G/data), and their images under $G/data.
-#   bash benchmarks/gpu_finetune.sh MINUTES RUN_DIR [smoke]
+#   bash benchmarks/gpu_finetune.sh MINUTES RUN_DIR [full|smoke|resume|smoke-resume]
 # smoke: train on the M-FISH images present only (a check that the run works on this machine).
-# Settings from the environment: DEVICE (cuda), BATCH (8), LR (0.01), WARMUP (300), WORKERS (10).
+# resume: go on from RUN_DIR/last.pt (the same MINUTES: they are the whole run's budget).
+# Settings from the environment: DEVICE (cuda), BATCH (8), LR (0.01), WARMUP (300), WORKERS (10), SEED (37),
+# STOP_AFTER (stop this call after so many minutes, resumable; for a wall-clock limit per call).
+# The model is exported (RUN_DIR/model.pt) once the run has finished.
 set -uo pipefail
 G=${G:-/root/gpu}
 MINUTES=$1
@@ -14,7 +17,7 @@ RUN=$2
 MODE=${3:-full}
 export PYTHONPATH=$G/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 for f in "$G"/*.json.gz; do gunzip -kf "$f"; done
-if [ "$MODE" = smoke ]; then
+if [[ "$MODE" == smoke* ]]; then
   python3 - "$G" <<'EOF'
 import json, os, sys
 g = sys.argv[1]
@@ -30,13 +33,18 @@ else
   M=$G/mfish_train.json  # three times, as in every shipped model's training (MODEL_CARD.md, "Training")
   TRAIN=(--train "$G/taichung_train.json" --train "$M" --train "$M" --train "$M")
 fi
-python3 -m deepace train --init "$G/deepace.pt" "${TRAIN[@]}" --out "$RUN" --device "${DEVICE:-cuda}" \
+EXTRA=()
+[[ "$MODE" == *resume ]] && EXTRA+=(--resume)
+[ -n "${STOP_AFTER:-}" ] && EXTRA+=(--stop-after-minutes "$STOP_AFTER")
+python3 -m deepace train --init "$G/deepace.pt" "${TRAIN[@]}" --out "$RUN" --device "${DEVICE:-cuda}" "${EXTRA[@]}" \
   --set train.batch_size="${BATCH:-8}" --set train.lr="${LR:-0.01}" --set train.iterations=1000000 \
   --set train.max_minutes="$MINUTES" --set train.warmup_iterations="${WARMUP:-300}" \
   --set 'train.lr_steps=[0.65,0.9]' --set train.loader_workers="${WORKERS:-10}" --set train.num_threads=4 \
   --set train.checkpoint_every=500 --set train.log_every=20 --set train.clip_grad_norm=10 \
-  --set train.seed=37 --set 'model.typical_chromosome_width=[14.4,13.4]'
+  --set train.seed="${SEED:-37}" --set 'model.typical_chromosome_width=[14.4,13.4]'
 echo "training exit status $?"
-MODEL=$RUN/best.pt
-[ -f "$MODEL" ] || MODEL=$RUN/last.pt
-python3 -m deepace export "$MODEL" --out "$RUN/model.pt" --device cpu
+if [ -f "$RUN/best.pt" ]; then
+  python3 -m deepace export "$RUN/best.pt" --out "$RUN/model.pt" --device cpu
+else
+  echo "not finished: run again with resume"
+fi

@@ -202,11 +202,15 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    stop_after_seconds: float | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train, validate periodically, keep `last.pt` (resumable) and `best.pt` (model file) in out_dir.
 
     stop_after: stop (as if interrupted) after this many iterations of this call; used by tests.
+    stop_after_seconds: stop this call (checkpointing, as if interrupted) once it has trained this long; a
+        run under a wall-clock limit per job (a batch queue, a lent machine) goes on with `resume`. Unlike
+        `train.max_minutes` it does not shape the learning-rate schedule.
     """
     dist_info = init_distributed()
     t = config.train
@@ -280,7 +284,7 @@ def train(
     window: dict[str, list[float]] = {}
     tic = time.time()
     clock["since"] = tic
-    done, out_of_time = start, False
+    done, out_of_time, interrupted = start, False, False
     for iteration, batch in zip(bar, loader, strict=True):
         torch.manual_seed(t.seed * 1_000_003 + iteration * dist_info.world_size + dist_info.rank)
         images = [b[0].to(device, non_blocking=True) for b in batch]
@@ -294,10 +298,11 @@ def train(
             window.setdefault(k, []).append(float(v.detach()))
         done = iteration + 1
         out_of_time = budget_s is not None and elapsed() >= budget_s
-        if dist_info.world_size > 1 and budget_s is not None:  # every process stops at the same iteration
-            flag = torch.tensor(float(out_of_time), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
+        interrupted = stop_after_seconds is not None and time.time() - clock["since"] >= stop_after_seconds
+        if dist_info.world_size > 1 and (budget_s is not None or stop_after_seconds is not None):
+            flags = torch.tensor([float(out_of_time), float(interrupted)], device=device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)  # every process stops at the same iteration
+            out_of_time, interrupted = bool(flags[0].item()), bool(flags[1].item())
         if done % t.log_every == 0 or done == end or out_of_time:
             entry = {
                 "iteration": done,
@@ -339,7 +344,8 @@ def train(
                 f"[val @ {done}] AP50 {at50['AP']:.2f}  WCR {at50['WCR']:.1f}%  AER {at50['AER']:.2f}%  "
                 f"exact count {metrics['count']['exact']:.1f}%  (threshold {threshold:.3f})"
             )
-        if dist_info.is_main and (done % t.checkpoint_every == 0 or done == end or out_of_time):
+        stopping = done == end or out_of_time or interrupted
+        if dist_info.is_main and (done % t.checkpoint_every == 0 or stopping):
             tmp = last_path.with_suffix(".tmp")
             torch.save(
                 {
@@ -358,6 +364,10 @@ def train(
         if out_of_time:
             if dist_info.is_main:
                 tqdm.write(f"time budget of {t.max_minutes:g} minutes spent after {done} iterations")
+            break
+        if interrupted:
+            if dist_info.is_main:
+                tqdm.write(f"this call's {stop_after_seconds:g} s spent at iteration {done} (resumable)")
             break
     bar.close()
     if log_file:

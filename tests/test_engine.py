@@ -55,6 +55,19 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> No
         assert torch.equal(a[key], b[key]), key
 
 
+def test_a_per_call_time_limit_checkpoints_and_the_run_resumes_under_its_own_budget(tmp_path: Path) -> None:
+    records = write_blob_records(tmp_path / "imgs", 4)
+    config = tiny_config(iterations=6)
+    config = replace(config, train=replace(config.train, checkpoint_every=500))
+    first = train(config, records, [], tmp_path / "run", progress=False, stop_after_seconds=1e-6)
+    assert first["iteration"] == 1  # stopped after its first iteration, between checkpoints
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["iteration"] == 1 and state["elapsed_seconds"] > 0
+    assert not (tmp_path / "run" / "best.pt").exists()  # an interrupted run is not a finished model
+    rest = train(config, records, [], tmp_path / "run", progress=False, resume=True)
+    assert rest["iteration"] == 6 and (tmp_path / "run" / "best.pt").exists()
+
+
 def test_learning_rate_schedule_steps_at_40_and_80_percent() -> None:
     config = tiny_config(iterations=100)
     config = replace(config, train=replace(config.train, warmup_iterations=0))

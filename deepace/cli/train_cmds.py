@@ -58,6 +58,12 @@ def train_command(
         "its configuration is used unless --config/--preset is given.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
+    stop_after_minutes: float | None = typer.Option(
+        None,
+        "--stop-after-minutes",
+        help="Stop this call after so many minutes of training, keeping OUT/last.pt for --resume (for a "
+        "wall-clock limit per job; train.max_minutes, unlike this, sets the whole run's schedule).",
+    ),
     device: str | None = device_option(None, "Train on (default: the config's train.device, auto)"),
 ) -> None:
     """Train DeepACE (SGD, step decay, flips, periodic validation, exact resume)."""
@@ -99,7 +105,15 @@ def train_command(
     resuming = resume and (out / "config.json").exists()
     if not resuming and not any(o.startswith("model.typical_chromosome_width=") for o in overrides):
         config = replace(config, model=measured_typical_widths(config.model, records))
-    run_training(config, records, _read_records(val) if val else [], out, resume=resume)
+    stop_after_seconds = stop_after_minutes * 60.0 if stop_after_minutes is not None else None
+    run_training(
+        config,
+        records,
+        _read_records(val) if val else [],
+        out,
+        resume=resume,
+        stop_after_seconds=stop_after_seconds,
+    )
 
 
 def measured_typical_widths(model: ModelConfig, records: list) -> ModelConfig:  # noqa: ANN001
