@@ -16,15 +16,49 @@ import json
 import shutil
 from pathlib import Path
 
+PIECES = "abcdefghijklmnopqrstuvwxyz"
+
 
 def repack(source: Path, target: Path) -> None:
+    """Copy one image; a JPEG is re-packed losslessly by mozjpeg if installed (smaller, same pixels)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if source.suffix.lower() in {".jpg", ".jpeg"}:
+    try:
         import mozjpeg_lossless_optimization
-
+    except ImportError:
+        mozjpeg_lossless_optimization = None
+    if mozjpeg_lossless_optimization is not None and source.suffix.lower() in {".jpg", ".jpeg"}:
         target.write_bytes(mozjpeg_lossless_optimization.optimize(source.read_bytes()))
     else:
         shutil.copyfile(source, target)
+
+
+def pack(cocos: dict[str, Path], out: Path, remote: str, piece_bytes: int) -> list[int]:
+    """Images into out/a, out/b, ... (each under piece_bytes unless one image is larger), each COCO file
+    rewritten to `remote`/data/... as out/w/NAME.json.gz; an image listed twice travels once. Returns the
+    pieces' sizes in bytes."""
+    (out / "w").mkdir(parents=True, exist_ok=True)
+    sizes = [0]
+    seen: dict[str, str] = {}
+    for name, path in cocos.items():
+        coco = json.loads(Path(path).expanduser().read_text())
+        for image in coco["images"]:
+            source = Path(image["file_name"])
+            relative = f"{source.parent.name}/{source.name}"
+            if relative not in seen:
+                target = out / PIECES[len(sizes) - 1] / "data" / relative
+                repack(source, target)
+                size = target.stat().st_size
+                if sizes[-1] and sizes[-1] + size > piece_bytes:
+                    sizes.append(0)
+                    moved = out / PIECES[len(sizes) - 1] / "data" / relative
+                    moved.parent.mkdir(parents=True, exist_ok=True)
+                    target.rename(moved)
+                sizes[-1] += size
+                seen[relative] = f"{remote}/data/{relative}"
+            image["file_name"] = seen[relative]
+        with gzip.open(out / "w" / f"{name}.json.gz", "wt") as handle:
+            json.dump(coco, handle)
+    return sizes
 
 
 def main() -> None:
@@ -34,36 +68,10 @@ def main() -> None:
     parser.add_argument("--remote", default="/root/gpu", help="where the pieces are unpacked on the device")
     parser.add_argument("--piece-mib", type=float, default=58.0)
     args = parser.parse_args()
-
-    piece_bytes = int(args.piece_mib * 2**20)
-    (args.out / "w").mkdir(parents=True, exist_ok=True)
-    pieces = "abcdefghij"
-    piece, used = 0, 0
-    seen: dict[str, str] = {}
-    for spec in args.coco:
-        name, path = spec.split("=", 1)
-        coco = json.loads(Path(path).expanduser().read_text())
-        for image in coco["images"]:
-            source = Path(image["file_name"])
-            relative = f"{source.parent.name}/{source.name}"
-            if relative not in seen:
-                target = args.out / pieces[piece] / "data" / relative
-                repack(source, target)
-                size = target.stat().st_size
-                if used + size > piece_bytes:
-                    piece, used = piece + 1, 0
-                    moved = args.out / pieces[piece] / "data" / relative
-                    moved.parent.mkdir(parents=True, exist_ok=True)
-                    target.rename(moved)
-                used += size
-                seen[relative] = f"{args.remote}/data/{relative}"
-            image["file_name"] = seen[relative]
-        with gzip.open(args.out / "w" / f"{name}.json.gz", "wt") as handle:
-            json.dump(coco, handle)
-    for letter in pieces[: piece + 1]:
-        total = sum(f.stat().st_size for f in (args.out / letter).rglob("*") if f.is_file())
-        print(f"{args.out / letter}: {total / 2**20:.1f} MiB")
-    print(f"{len(seen)} images in {piece + 1} pieces")
+    cocos = {spec.split("=", 1)[0]: Path(spec.split("=", 1)[1]) for spec in args.coco}
+    sizes = pack(cocos, args.out, args.remote, int(args.piece_mib * 2**20))
+    for letter, size in zip(PIECES, sizes, strict=False):
+        print(f"{args.out / letter}: {size / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
