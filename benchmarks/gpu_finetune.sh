@@ -10,6 +10,17 @@
 # Settings from the environment: DEVICE (cuda), BATCH (8), LR (0.01), WARMUP (300), WORKERS (10), SEED (37),
 # STOP_AFTER (stop this call after so many minutes, resumable; for a wall-clock limit per call).
 # The model is exported (RUN_DIR/model.pt) once the run has finished.
+#
+# On a lent machine whose calls carry at most 64 MiB of working tree and run at most 10 minutes each:
+#   python benchmarks/gpu_pack.py --coco taichung_train=$D/taichung/train.json --coco mfish_train=$D/mfish/train.json
+#   call 1 (carry .gpu/w and a pycocotools wheel; the tracked weights travel in the tree):
+#     mkdir -p /root/gpu/site && cp .gpu/w/* /root/gpu/ && cp deepace/weights/deepace.pt /root/gpu/ &&
+#     pip install --no-deps --target /root/gpu/site pycocotools-*.whl
+#   calls 2, 3 (carry .gpu/a, then .gpu/b; the tracked weights replaced by a placeholder, restored after):
+#     cp -r .gpu/a/data /root/gpu/      then      cp -rn .gpu/b/data/* /root/gpu/data/ &&
+#     STOP_AFTER=8.5 bash benchmarks/gpu_finetune.sh 11 /root/gpu/run
+#   call 4: bash benchmarks/gpu_finetune.sh 11 /root/gpu/run resume, then split -b 15M run/model.pt into $OUT
+# The machine is handed back after 30 s idle: the calls must follow one another at once.
 set -uo pipefail
 G=${G:-/root/gpu}
 MINUTES=$1
