@@ -201,7 +201,7 @@ def _print_table(results, counter) -> None:  # noqa: ANN001
     table.add_column("image", overflow="fold")
     table.add_column("count", justify="right")
     table.add_column("low-confidence", justify="right")
-    table.add_column("counted at score >=", justify="right")
+    table.add_column("threshold", justify="right")  # boxes scoring at least this are counted
     table.add_column("P(exact)", justify="right")
     several = counter.views > 1
     if several:
