@@ -303,7 +303,8 @@ def train(
             flags = torch.tensor([float(out_of_time), float(interrupted)], device=device)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)  # every process stops at the same iteration
             out_of_time, interrupted = bool(flags[0].item()), bool(flags[1].item())
-        if done % t.log_every == 0 or done == end or out_of_time:
+        stopping = done == end or out_of_time or interrupted
+        if done % t.log_every == 0 or stopping:
             entry = {
                 "iteration": done,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -344,7 +345,6 @@ def train(
                 f"[val @ {done}] AP50 {at50['AP']:.2f}  WCR {at50['WCR']:.1f}%  AER {at50['AER']:.2f}%  "
                 f"exact count {metrics['count']['exact']:.1f}%  (threshold {threshold:.3f})"
             )
-        stopping = done == end or out_of_time or interrupted
         if dist_info.is_main and (done % t.checkpoint_every == 0 or stopping):
             tmp = last_path.with_suffix(".tmp")
             torch.save(

@@ -64,6 +64,8 @@ def test_a_per_call_time_limit_checkpoints_and_the_run_resumes_under_its_own_bud
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["iteration"] == 1 and state["elapsed_seconds"] > 0
     assert not (tmp_path / "run" / "best.pt").exists()  # an interrupted run is not a finished model
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [entry["iteration"] for entry in log] == [1]  # its last losses are logged, not lost
     rest = train(config, records, [], tmp_path / "run", progress=False, resume=True)
     assert rest["iteration"] == 6 and (tmp_path / "run" / "best.pt").exists()
 
