@@ -16,16 +16,17 @@ import json
 import shutil
 from pathlib import Path
 
+try:
+    import mozjpeg_lossless_optimization
+except ImportError:  # optional: without it the JPEGs travel as they are
+    mozjpeg_lossless_optimization = None
+
 PIECES = "abcdefghijklmnopqrstuvwxyz"
 
 
 def repack(source: Path, target: Path) -> None:
     """Copy one image; a JPEG is re-packed losslessly by mozjpeg if installed (smaller, same pixels)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import mozjpeg_lossless_optimization
-    except ImportError:
-        mozjpeg_lossless_optimization = None
     if mozjpeg_lossless_optimization is not None and source.suffix.lower() in {".jpg", ".jpeg"}:
         target.write_bytes(mozjpeg_lossless_optimization.optimize(source.read_bytes()))
     else:
