@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +57,17 @@ def halvings(scores: Scores, truth: np.ndarray, repeats: int, seed: int = 0) -> 
     the exact share they give on the other half (every orientation / as it lies)."""
     rng = np.random.default_rng(seed)
     every = range(len(scores[0]))
-    out: dict[str, list[float]] = {
-        k: [] for k in ("t_as_is", "t_all", "as_is_on_all", "all_on_all", "as_is_on_as_is", "all_on_as_is")
-    }
+    scored_on = {"all": every, "as_is": [0]}
+    out: dict[str, list[float]] = defaultdict(list)
     for _ in range(repeats):
         order = rng.permutation(len(scores))
         tune, test = order[: len(order) // 2], order[len(order) // 2 :]
         tune_scores, test_scores = [scores[i] for i in tune], [scores[i] for i in test]
-        t_as_is, t_all = tuned(tune_scores, truth[tune], [0]), tuned(tune_scores, truth[tune], every)
-        out["t_as_is"].append(t_as_is)
-        out["t_all"].append(t_all)
-        out["as_is_on_all"].append(exact_share(test_scores, truth[test], t_as_is, every))
-        out["all_on_all"].append(exact_share(test_scores, truth[test], t_all, every))
-        out["as_is_on_as_is"].append(exact_share(test_scores, truth[test], t_as_is, [0]))
-        out["all_on_as_is"].append(exact_share(test_scores, truth[test], t_all, [0]))
+        for tuned_on, orientations in (("as_is", [0]), ("all", every)):
+            threshold = tuned(tune_scores, truth[tune], orientations)
+            out[f"t_{tuned_on}"].append(threshold)
+            for name, scored in scored_on.items():
+                out[f"{tuned_on}_on_{name}"].append(exact_share(test_scores, truth[test], threshold, scored))
     return out
 
 
