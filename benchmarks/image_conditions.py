@@ -5,6 +5,12 @@ quarter turn), counted by `deepace count`'s counter, paired with the same cells 
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/mfish/val.json
 
+Ways to take σ 8 noise out (`noise8+<method>`, not run by default; the noise of `noise8`, then the method)
+are compared with the counter's own denoising switched off, so that each method alone reads the image:
+
+    python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json --n 80 \
+        --set model.denoise_above=null --conditions noise8 noise8+tv0.1 noise8+median3 ...
+
 Each condition is applied to the grey image `deepace count` reads (8-bit; bright-on-dark for fluorescence
 files) and saved as a new file (PNG, or JPEG / 16-bit TIFF for those conditions), so the whole reading path
 runs. "now right / wrong" pairs each cell with itself under the original condition: how many cells that were
@@ -24,10 +30,12 @@ import numpy as np
 import tifffile
 import torch
 from PIL import Image, ImageFilter
+from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
 from deepace.config import with_overrides
 from deepace.data.coco import read_coco
 from deepace.data.images import read_raw, to_gray_uint8
+from deepace.data.noise import noise_sigma
 from deepace.inference import CellResult, Counter
 from deepace.metrics import expected_counts
 from deepace.metrics.counting import count_accuracy
@@ -53,6 +61,35 @@ def _blur(g: Gray, radius: float) -> Gray:
     return np.asarray(Image.fromarray(g).filter(ImageFilter.GaussianBlur(radius)))
 
 
+def _tv(g: Gray, weight_at_sigma_8: float) -> Gray:
+    """Chambolle's total variation with its weight scaled by the noise measured, as deepace/data/noise.py
+    does."""
+    weight = weight_at_sigma_8 * noise_sigma(g) / 8.0
+    return _u8(255.0 * denoise_tv_chambolle(g / 255.0, weight=weight))
+
+
+def _median3(g: Gray) -> Gray:
+    return np.asarray(Image.fromarray(g).filter(ImageFilter.MedianFilter(3)))
+
+
+def _nl_means(g: Gray) -> Gray:
+    sigma = noise_sigma(g) / 255.0
+    smooth = denoise_nl_means(g / 255.0, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6)
+    return _u8(255.0 * smooth)
+
+
+# name -> (denoiser of an 8-bit grey image, what it is): applied after `noise8` in `noise8+<name>`.
+DENOISERS: dict[str, tuple[Callable[[Gray], Gray], str]] = {
+    "tv0.05": (lambda g: _tv(g, 0.05), "total variation, weight 0.05 at noise 8"),
+    "tv0.1": (lambda g: _tv(g, 0.1), "total variation, weight 0.1 at noise 8 (deepace count's)"),
+    "tv0.15": (lambda g: _tv(g, 0.15), "total variation, weight 0.15 at noise 8"),
+    "tv0.2": (lambda g: _tv(g, 0.2), "total variation, weight 0.2 at noise 8"),
+    "tv0.1x2": (lambda g: _tv(_tv(g, 0.1), 0.1), "total variation 0.1, twice"),
+    "median3": (_median3, "3×3 median"),
+    "gauss0.7": (lambda g: _blur(g, 0.7), "Gaussian blur, radius 0.7 px"),
+    "nlmeans": (_nl_means, "non-local means (scikit-image, fast mode)"),
+}
+
 # name -> (change to the 8-bit grey image, file suffix, what it stands for). Brightfield and fluorescence
 # files get the same grey-level changes; for fluorescence "dimmer" is a weaker signal, "paler" a raised floor.
 CONDITIONS: dict[str, tuple[Callable[[Gray, int], Gray], str, str]] = {
@@ -76,6 +113,13 @@ CONDITIONS: dict[str, tuple[Callable[[Gray, int], Gray], str, str]] = {
         "a quarter turn (boxes turned too)",
     ),
 }
+DEFAULT_CONDITIONS = list(CONDITIONS)
+for _name, (_denoise, _what) in DENOISERS.items():
+    CONDITIONS[f"noise8+{_name}"] = (
+        lambda g, s, denoise=_denoise: denoise(_noise(g, 8.0, s)),
+        ".png",
+        f"Gaussian noise, σ 8, then {_what}",
+    )
 
 
 def save_condition(gray: Gray, suffix: str, stem: Path) -> Path:
@@ -96,7 +140,7 @@ def main() -> None:
     parser.add_argument("--coco", type=Path, required=True)
     parser.add_argument("--n", type=int, default=None, help="the first N cells (default all)")
     parser.add_argument("--weights", type=Path, default=None)
-    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument("--conditions", nargs="+", default=DEFAULT_CONDITIONS, choices=list(CONDITIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="model.KEY=VALUE")
     args = parser.parse_args()

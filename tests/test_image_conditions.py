@@ -43,3 +43,16 @@ def test_each_condition_is_read_back_at_the_image_size(tmp_path: Path) -> None:
             assert (read[5:35, 10:14] < read[0, 0]).all(), name
         if name == "original":
             assert (read == image).all()
+
+
+def test_each_denoiser_takes_noise_out_and_keeps_the_chromosome() -> None:
+    from deepace.data.noise import noise_sigma
+
+    image = np.full((80, 120), 240, dtype=np.uint8)
+    image[10:70, 20:28] = 60
+    noisy = image_conditions.CONDITIONS["noise8"][0](image, 3)
+    for name, (denoise, _) in image_conditions.DENOISERS.items():
+        clean = image_conditions.CONDITIONS[f"noise8+{name}"][0](image, 3)
+        assert (clean == denoise(noisy)).all(), name  # the same noise as `noise8`, then the method
+        assert noise_sigma(clean) < 0.75 * noise_sigma(noisy), name
+        assert clean[15:65, 21:27].mean() < 90 and clean[:8].mean() > 220, name
