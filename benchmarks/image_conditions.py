@@ -9,13 +9,16 @@ Ways to take σ 8 noise out (`noise8+<method>`, not run by default; the noise of
 are compared with the counter's own denoising switched off, so that each method alone reads the image:
 
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json --n 80 \
-        --set model.denoise_above=null --conditions noise8 noise8+tv0.1 noise8+median3 ...
+        --set model.denoise_above=null --conditions noise8 noise8+tv0.1 noise8+median3 ... \
+        [--pair-with noise8+tv0.1]
 
 Each condition is applied to the grey image `deepace count` reads (8-bit; bright-on-dark for fluorescence
 files) and saved as a new file (PNG, or JPEG / 16-bit TIFF for those conditions), so the whole reading path
-runs. "now right / wrong" pairs each cell with itself under the original condition: how many cells that were
-miscounted are now counted exactly, and how many counted exactly are now miscounted (200 cells pin an
-exact-count share only to about ±7 points; a paired change is seen far more closely).
+runs. "now right / wrong" pairs each cell with itself under the original condition (or `--pair-with`'s): how
+many cells that were miscounted are now counted exactly, and how many counted exactly are now miscounted
+(200 cells pin an exact-count share only to about ±7 points; a paired change is seen far more closely);
+"box errors" counts, the same way, the cells with fewer / more false plus missed boxes at IoU 0.5 than
+under that condition, with a Wilcoxon signed-rank p.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import tifffile
 import torch
 from PIL import Image, ImageFilter
+from scipy.stats import wilcoxon
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
 from deepace.config import with_overrides
@@ -39,7 +43,7 @@ from deepace.data.noise import noise_sigma
 from deepace.inference import CellResult, Counter
 from deepace.metrics import expected_counts
 from deepace.metrics.counting import count_accuracy
-from deepace.metrics.detection import evaluate_detections
+from deepace.metrics.detection import evaluate_detections, match_image
 from deepace.views import turned_boxes
 
 Gray = np.ndarray
@@ -135,24 +139,35 @@ def save_condition(gray: Gray, suffix: str, stem: Path) -> Path:
     return out
 
 
+def box_errors(gt: np.ndarray, result: CellResult) -> int:
+    """False plus missed boxes at IoU 0.5 among the counted boxes (those at or above the threshold)."""
+    keep = result.scores >= result.score_threshold
+    _, _, n_fp, n_fn = match_image(gt, result.boxes[keep], result.scores[keep], 0.5)
+    return n_fp + n_fn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
     parser.add_argument("--n", type=int, default=None, help="the first N cells (default all)")
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--conditions", nargs="+", default=DEFAULT_CONDITIONS, choices=list(CONDITIONS))
+    parser.add_argument("--pair-with", default="original", choices=list(CONDITIONS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="model.KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["original", *[c for c in args.conditions if c != "original"]]  # "paired" compares with it
+    names = [args.pair_with, *[c for c in args.conditions if c != args.pair_with]]  # the first pairs
     records = read_coco(args.coco)[: args.n]
     truth = np.array(expected_counts(records))
     counter = Counter(args.weights)
     counter.detector.config = with_overrides(counter.detector.config, args.overrides)
-    base: np.ndarray | None = None
-    print("| condition | exact % | ±1 % | MAE | bias | AER@0.5 | WCR@0.5 | now right / wrong | s per cell |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    base: tuple[np.ndarray, np.ndarray] | None = None
+    print(
+        "| condition | exact % | ±1 % | MAE | bias | AER@0.5 | WCR@0.5 | now right / wrong "
+        "| box errors fewer / more (p) | s per cell |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             change, suffix, _ = CONDITIONS[name]
@@ -175,13 +190,16 @@ def main() -> None:
                 gts, [(r.boxes, r.scores) for r in results], [0.5], [r.score_threshold for r in results]
             )["0.5"]
             right = counts == truth
+            errors = np.array([box_errors(gt, r) for gt, r in zip(gts, results, strict=True)])
             if base is None:
-                base = right
-            paired = f"{int((right & ~base).sum())} / {int((~right & base).sum())}"
+                base = right, errors
+            paired = f"{int((right & ~base[0]).sum())} / {int((~right & base[0]).sum())}"
+            diff = errors - base[1]
+            p = wilcoxon(diff).pvalue if diff.any() else 1.0
             print(
                 f"| {name} | {accuracy['exact']:.1f} | {accuracy['within1']:.1f} | {accuracy['mae']:.2f} "
                 f"| {accuracy['bias']:+.2f} | {boxes['AER']:.2f}% | {boxes['WCR']:.1f}% | {paired} "
-                f"| {seconds:.2f} |",
+                f"| {(diff < 0).sum()} / {(diff > 0).sum()} ({p:.2g}) | {seconds:.2f} |",
                 flush=True,
             )
 
