@@ -5,8 +5,9 @@ quarter turn), counted by `deepace count`'s counter, paired with the same cells 
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/mfish/val.json
 
-Ways to take σ 8 noise out (`noise8+<method>`, not run by default; the noise of `noise8`, then the method)
-are compared with the counter's own denoising switched off, so that each method alone reads the image:
+Ways to take noise out (`noise<σ>+<method>` for σ 5, 8, 12, and `noise5`, `noise12`, not run by default: the
+noise, then the method) are compared with the counter's own denoising switched off, so that each method
+alone reads the image:
 
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json --n 80 \
         --set model.denoise_above=null --conditions noise8 noise8+tv0.1 noise8+median3 ... \
@@ -82,7 +83,7 @@ def _nl_means(g: Gray) -> Gray:
     return _u8(255.0 * smooth)
 
 
-# name -> (denoiser of an 8-bit grey image, what it is): applied after `noise8` in `noise8+<name>`.
+# name -> (denoiser of an 8-bit grey image, what it is): applied after `noise<σ>` in `noise<σ>+<name>`.
 DENOISERS: dict[str, tuple[Callable[[Gray], Gray], str]] = {
     "tv0.05": (lambda g: _tv(g, 0.05), "total variation, weight 0.05 at noise 8"),
     "tv0.1": (lambda g: _tv(g, 0.1), "total variation, weight 0.1 at noise 8 (deepace count's)"),
@@ -118,12 +119,19 @@ CONDITIONS: dict[str, tuple[Callable[[Gray, int], Gray], str, str]] = {
     ),
 }
 DEFAULT_CONDITIONS = list(CONDITIONS)
-for _name, (_denoise, _what) in DENOISERS.items():
-    CONDITIONS[f"noise8+{_name}"] = (
-        lambda g, s, denoise=_denoise: denoise(_noise(g, 8.0, s)),
+for _sigma in (5, 12):
+    CONDITIONS[f"noise{_sigma}"] = (
+        lambda g, s, sigma=_sigma: _noise(g, sigma, s),
         ".png",
-        f"Gaussian noise, σ 8, then {_what}",
+        f"Gaussian noise, σ {_sigma} grey levels",
     )
+for _sigma in (5, 8, 12):
+    for _name, (_denoise, _what) in DENOISERS.items():
+        CONDITIONS[f"noise{_sigma}+{_name}"] = (
+            lambda g, s, sigma=_sigma, denoise=_denoise: denoise(_noise(g, sigma, s)),
+            ".png",
+            f"Gaussian noise, σ {_sigma}, then {_what}",
+        )
 
 
 def save_condition(gray: Gray, suffix: str, stem: Path) -> Path:
