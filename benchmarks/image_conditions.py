@@ -86,14 +86,14 @@ def _nl_means(g: Gray) -> Gray:
 # name -> (denoiser of an 8-bit grey image, what it is): applied after `noise<σ>` in `noise<σ>+<name>`.
 DENOISERS: dict[str, tuple[Callable[[Gray], Gray], str]] = {
     "tv0.05": (lambda g: _tv(g, 0.05), "total variation, weight 0.05 at noise 8"),
-    "tv0.1": (lambda g: _tv(g, 0.1), "total variation, weight 0.1 at noise 8 (deepace count's)"),
+    "tv0.1": (lambda g: _tv(g, 0.1), "total variation, weight 0.1 at noise 8 (sessions 31–38)"),
     "tv0.15": (lambda g: _tv(g, 0.15), "total variation, weight 0.15 at noise 8"),
     "tv0.2": (lambda g: _tv(g, 0.2), "total variation, weight 0.2 at noise 8"),
     "tv0.1x2": (lambda g: _tv(_tv(g, 0.1), 0.1), "total variation 0.1, twice"),
     "median3": (_median3, "3×3 median"),
     "gauss0.5": (lambda g: _blur(g, 0.5), "Gaussian blur, radius 0.5 px"),
     "gauss0.7": (lambda g: _blur(g, 0.7), "Gaussian blur, radius 0.7 px"),
-    "gauss1.0": (lambda g: _blur(g, 1.0), "Gaussian blur, radius 1 px"),
+    "gauss1.0": (lambda g: _blur(g, 1.0), "Gaussian blur, radius 1 px (deepace count's)"),
     "gauss_scaled": (
         lambda g: _blur(g, 0.1 * noise_sigma(g)),
         "Gaussian blur, radius 0.1 × the noise measured (0.7 px at σ 8)",

@@ -94,7 +94,7 @@ class ModelConfig:
     # before session 30 was trained so; model files without the key read brightfield images with these).
     brightfield_levels: tuple[float, float] | None = (88.0, 253.0)
     # Images whose pixel noise (Immerkær's estimate, grey levels of the 8-bit image as read) exceeds this are
-    # smoothed by total-variation denoising first (deepace/data/noise.py; not in the paper). The training
+    # smoothed by a slight Gaussian blur first (deepace/data/noise.py; not in the paper). The training
     # images measure at most 1.3 (Taichung) and 2.9 (M-FISH DAPI), so none of them is touched; Gaussian
     # noise of σ 8 measures about 7 and cost a third of the exact counts (BENCHMARKS.md, "Session 31: noisy
     # images"). None: never denoised.

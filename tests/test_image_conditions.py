@@ -71,3 +71,14 @@ def test_box_errors_count_false_and_missed_boxes_above_the_threshold_only() -> N
     assert image_conditions.box_errors(gt, result) == 2  # one false box, one missed chromosome
     result.score_threshold = 0.1
     assert image_conditions.box_errors(gt, result) == 1  # only the false box
+
+
+def test_the_counters_own_denoising_is_the_benchmarks_one_pixel_for_pixel() -> None:
+    from deepace.data.noise import denoised_and_noise
+
+    image = np.full((80, 120), 240, dtype=np.uint8)
+    image[10:70, 20:28] = 60
+    noisy = image_conditions.CONDITIONS["noise8"][0](image, 3)
+    ours, noise = denoised_and_noise(noisy, 4.0)
+    assert noise is not None
+    assert (ours == image_conditions.DENOISERS["gauss1.0"][0](noisy)).all()

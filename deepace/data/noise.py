@@ -4,20 +4,23 @@ The training spreads are clean: the grey-level noise of the Taichung images meas
 M-FISH DAPI images 0.15–2.9 (`noise_sigma`, grey levels). Gaussian noise of σ 8 grey levels took the
 session-19 shipped model's G-band exact counts from 38% to 24% and made it miss 1.4 chromosomes a cell
 (BENCHMARKS.md, "Session 30: other imaging conditions"). An image whose noise measures above
-`ModelConfig.denoise_above` is smoothed by total-variation denoising (Chambolle's, from scikit-image),
-which flattens noise while keeping the edges of chromosomes and bands, with a weight in proportion to the
-noise measured; images as clean as the training ones are left exactly as they are.
+`ModelConfig.denoise_above` is smoothed by a slight Gaussian blur (radius `BLUR_RADIUS`) first; images as
+clean as the training ones are left exactly as they are. On the session-37 model a blur made fewer box
+errors on noisy G-band and DAPI cells than session 31's total-variation denoising (chosen on the
+session-19 model), a 3×3 median or non-local means, and is the cheapest (BENCHMARKS.md, "Session 39:
+which denoising").
 """
 
 from __future__ import annotations
 
 import numpy as np
-from skimage.restoration import denoise_tv_chambolle
+from PIL import Image, ImageFilter
 
-# Chambolle's weight (on grey levels scaled to 0..1) at noise σ 8, in proportion to the noise measured: of
-# 0.05, 0.1, 0.15 and 0.2 (and 0.1 twice), 0.1 counted best on noisy G-band and DAPI cells (BENCHMARKS.md,
-# "Session 31: noisy images").
-TV_WEIGHT_AT_SIGMA_8 = 0.1
+# Pillow's GaussianBlur radius (about its standard deviation, in pixels). Of 0.5, 0.7, 1 and 0.1 × the
+# noise measured, 0.5 made clearly more box errors; 0.7 made the fewest at σ 5, 1 at σ 12, and 1 the fewest
+# of the fixed radii over both stains and σ 5, 8 and 12 together (BENCHMARKS.md, "Session 39: which
+# denoising").
+BLUR_RADIUS = 1.0
 
 
 def noise_sigma(gray: np.ndarray) -> float:
@@ -36,13 +39,12 @@ def noise_sigma(gray: np.ndarray) -> float:
 
 
 def denoised_and_noise(gray: np.ndarray, above: float | None) -> tuple[np.ndarray, float | None]:
-    """`gray` (uint8) smoothed by total-variation denoising, and its `noise_sigma`, if that exceeds `above`;
-    else (or with `above` None) `gray` itself and None."""
+    """`gray` (uint8) smoothed by a Gaussian blur of `BLUR_RADIUS`, and its `noise_sigma`, if that exceeds
+    `above`; else (or with `above` None) `gray` itself and None."""
     if above is None:
         return gray, None
     sigma = noise_sigma(gray)
     if sigma <= above:
         return gray, None
-    weight = TV_WEIGHT_AT_SIGMA_8 * sigma / 8.0
-    smooth = denoise_tv_chambolle(np.asarray(gray, np.float64) / 255.0, weight=weight)
-    return np.clip(np.rint(smooth * 255.0), 0, 255).astype(np.uint8), sigma
+    smooth = Image.fromarray(np.asarray(gray, np.uint8)).filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
+    return np.asarray(smooth), sigma
