@@ -3,6 +3,7 @@ chromosomes and of whole cells still covered, and where the covering proposals' 
 all onto another chromosome, or left near their own (IoU 0.4–0.5) or further off.
 
     python benchmarks/box_drift.py --coco ~/deepace-runs/data/taichung/val.json [--weights FILE]
+    python benchmarks/box_drift.py --coco ~/deepace-runs/data/mfish/val.json --stain fluorescence
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torchvision.ops import box_iou
 
 from deepace.data.coco import read_coco
+from deepace.data.images import rescale_gray
 from deepace.inference import Detector
 from deepace.models.roi_heads import refine, roi_features
 from deepace.models.transform import gray_to_tensor
@@ -23,11 +25,17 @@ from candidate_recall import covered  # isort: skip  (benchmarks/ is on the path
 
 
 @torch.inference_mode()
-def stage_boxes(detector: Detector, gray) -> tuple[list[torch.Tensor], torch.Tensor]:  # noqa: ANN001
-    """The proposals and each head stage's refined boxes (original pixels), and the stages' mean score."""
+def stage_boxes(
+    detector: Detector,
+    gray,  # noqa: ANN001
+    stain: str = "brightfield",
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The proposals and each head stage's refined boxes (original pixels), and the stages' mean score.
+    `stain`: the stain `gray` was read as (it picks the model's resize factor, as Detector.predict_gray)."""
     model = detector.model
     heads = model.roi_heads
-    images, _ = model.transform([gray_to_tensor(gray)])
+    stain_scale = model.config.stain_scale(stain)
+    images, _ = model.transform([gray_to_tensor(rescale_gray(gray, stain_scale))])
     features = model.backbone(images.tensors)
     proposals, _ = model.rpn(images, features)
     boxes, stages, logits = proposals, [proposals[0]], []
@@ -38,7 +46,7 @@ def stage_boxes(detector: Detector, gray) -> tuple[list[torch.Tensor], torch.Ten
         logits.append(class_logits)
         boxes = refine(stage, box_regression, boxes, images.image_sizes)
         stages.append(boxes[0])
-    scale = model.config.input_scale
+    scale = model.config.input_scale * stain_scale
     return [b / scale for b in stages], torch.stack(logits).mean(dim=0).softmax(dim=-1)[:, 1]
 
 
@@ -46,12 +54,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
     parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--stain", default="brightfield", choices=["brightfield", "fluorescence"])
     args = parser.parse_args()
     detector = Detector.load(args.weights, num_threads=2, optimise=True)
     records = read_coco(args.coco)
     chromosomes, cells, fates = Counter(), Counter(), Counter()
     for record in records:
-        stages, scores = stage_boxes(detector, detector.prepare(record.path, "brightfield"))
+        stages, scores = stage_boxes(detector, detector.prepare(record.path, args.stain), args.stain)
         gt = torch.as_tensor(record.boxes, dtype=torch.float32)
         for k, boxes in enumerate(stages):
             hit = covered(gt, boxes)
