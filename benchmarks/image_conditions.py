@@ -5,9 +5,9 @@ quarter turn), counted by `deepace count`'s counter, paired with the same cells 
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/mfish/val.json
 
-Ways to take noise out (`noise<σ>+<method>` for σ 5, 8, 12, and `noise5`, `noise12`, not run by default: the
-noise, then the method) are compared with the counter's own denoising switched off, so that each method
-alone reads the image:
+Ways to take noise out (`noise<σ>+<method>` for σ 4, 5, 8, 12, and `noise4`, `noise5`, `noise12`, not run
+by default: the noise, then the method) are compared with the counter's own denoising switched off, so
+that each method alone reads the image:
 
     python benchmarks/image_conditions.py --coco ~/deepace-runs/data/taichung/val.json --n 80 \
         --set model.denoise_above=null --conditions noise8 noise8+tv0.1 noise8+median3 ... \
@@ -125,13 +125,13 @@ CONDITIONS: dict[str, tuple[Callable[[Gray, int], Gray], str, str]] = {
     ),
 }
 DEFAULT_CONDITIONS = list(CONDITIONS)
-for _sigma in (5, 12):
+for _sigma in (4, 5, 12):
     CONDITIONS[f"noise{_sigma}"] = (
         lambda g, s, sigma=_sigma: _noise(g, sigma, s),
         ".png",
         f"Gaussian noise, σ {_sigma} grey levels",
     )
-for _sigma in (5, 8, 12):
+for _sigma in (4, 5, 8, 12):
     for _name, (_denoise, _what) in DENOISERS.items():
         CONDITIONS[f"noise{_sigma}+{_name}"] = (
             lambda g, s, sigma=_sigma, denoise=_denoise: denoise(_noise(g, sigma, s)),
