@@ -5,10 +5,11 @@ M-FISH DAPI images 0.15–2.9 (`noise_sigma`, grey levels). Gaussian noise of σ
 session-19 shipped model's G-band exact counts from 38% to 24% and made it miss 1.4 chromosomes a cell
 (BENCHMARKS.md, "Session 30: other imaging conditions"). An image whose noise measures above
 `ModelConfig.denoise_above` is smoothed by a slight Gaussian blur (radius `BLUR_RADIUS`) first; images as
-clean as the training ones are left exactly as they are. On the session-37 model a blur made fewer box
-errors on noisy G-band and DAPI cells than session 31's total-variation denoising (chosen on the
-session-19 model), a 3×3 median or non-local means, and is the cheapest (BENCHMARKS.md, "Session 39:
-which denoising").
+clean as the training ones are left exactly as they are. On the session-37 model, summed over noise of
+σ 5, 8 and 12, the blur made fewer box errors on G-band and DAPI cells than session 31's total-variation
+denoising (chosen on the session-19 model; paired p 0.008–0.02 on G-band cells with a 0.7-px blur) and
+than a 3×3 median (non-local means, tried at σ 8, did worse on G-band cells), and is the cheapest
+(BENCHMARKS.md, "Session 39: which denoising").
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 # Pillow's GaussianBlur radius (about its standard deviation, in pixels). Of 0.5, 0.7, 1 and 0.1 × the
-# noise measured, 0.5 made clearly more box errors; 0.7 made the fewest at σ 5, 1 at σ 12, and 1 the fewest
-# of the fixed radii over both stains and σ 5, 8 and 12 together (BENCHMARKS.md, "Session 39: which
-# denoising").
+# noise measured, 0.5 made clearly more box errors; the other three are within noise of each other (0.7
+# ahead at σ 5, 1 at σ 12 on G-band cells), and 1 made the fewest of the fixed radii over both stains and
+# σ 5, 8 and 12 together (BENCHMARKS.md, "Session 39: which denoising").
 BLUR_RADIUS = 1.0
 
 
