@@ -44,7 +44,7 @@ from deepace.data.noise import noise_sigma
 from deepace.inference import CellResult, Counter
 from deepace.metrics import expected_counts
 from deepace.metrics.counting import count_accuracy
-from deepace.metrics.detection import evaluate_detections, match_image
+from deepace.metrics.detection import counted_box_errors, evaluate_detections
 from deepace.views import turned_boxes
 
 Gray = np.ndarray
@@ -153,13 +153,6 @@ def save_condition(gray: Gray, suffix: str, stem: Path) -> Path:
     return out
 
 
-def box_errors(gt: np.ndarray, result: CellResult) -> int:
-    """False plus missed boxes at IoU 0.5 among the counted boxes (those at or above the threshold)."""
-    keep = result.scores >= result.score_threshold
-    _, _, n_fp, n_fn = match_image(gt, result.boxes[keep], result.scores[keep], 0.5)
-    return n_fp + n_fn
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--coco", type=Path, required=True)
@@ -204,7 +197,12 @@ def main() -> None:
                 gts, [(r.boxes, r.scores) for r in results], [0.5], [r.score_threshold for r in results]
             )["0.5"]
             right = counts == truth
-            errors = np.array([box_errors(gt, r) for gt, r in zip(gts, results, strict=True)])
+            errors = np.array(
+                [
+                    counted_box_errors(gt, r.boxes, r.scores, r.score_threshold, 0.5)
+                    for gt, r in zip(gts, results, strict=True)
+                ]
+            )
             if base is None:
                 base = right, errors
             paired = f"{int((right & ~base[0]).sum())} / {int((~right & base[0]).sum())}"

@@ -23,7 +23,7 @@ from deepace.data.coco import read_coco
 from deepace.data.predictions import ImagePrediction, read_predictions
 from deepace.data.records import ImageRecord
 from deepace.metrics import expected_counts
-from deepace.metrics.detection import match_image
+from deepace.metrics.detection import counted_box_errors
 from deepace.metrics.threshold import tune_score_threshold
 
 
@@ -37,13 +37,12 @@ def box_errors(
     records: Sequence[ImageRecord], predictions: Sequence[ImagePrediction], threshold: float, iou: float
 ) -> np.ndarray:
     """Per cell, false plus missed boxes among the detections scoring at least `threshold`."""
-    out = []
-    for record, pred in zip(records, predictions, strict=True):
-        keep = np.asarray(pred.scores) >= threshold
-        boxes, scores = np.asarray(pred.boxes)[keep], np.asarray(pred.scores)[keep]
-        _, _, n_fp, n_fn = match_image(np.asarray(record.boxes), boxes, scores, iou)
-        out.append(n_fp + n_fn)
-    return np.array(out)
+    return np.array(
+        [
+            counted_box_errors(record.boxes, pred.boxes, pred.scores, threshold, iou)
+            for record, pred in zip(records, predictions, strict=True)
+        ]
+    )
 
 
 def exact_cells(

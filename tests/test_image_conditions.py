@@ -58,21 +58,6 @@ def test_each_denoiser_takes_noise_out_and_keeps_the_chromosome() -> None:
         assert clean[15:65, 21:27].mean() < 90 and clean[:8].mean() > 220, name
 
 
-def test_box_errors_count_false_and_missed_boxes_above_the_threshold_only() -> None:
-    from deepace.inference import CellResult
-
-    gt = np.array([[0, 0, 10, 30], [20, 0, 30, 30]], dtype=float)
-    result = CellResult(
-        image=Path("cell.png"),
-        boxes=np.array([[0, 0, 10, 29], [20, 0, 30, 30], [50, 50, 60, 80]], dtype=float),
-        scores=np.array([0.9, 0.2, 0.6], dtype=np.float32),  # the second chromosome's box is below 0.5
-        score_threshold=0.5,
-    )
-    assert image_conditions.box_errors(gt, result) == 2  # one false box, one missed chromosome
-    result.score_threshold = 0.1
-    assert image_conditions.box_errors(gt, result) == 1  # only the false box
-
-
 def test_the_counters_own_denoising_is_the_benchmarks_one_pixel_for_pixel() -> None:
     from deepace.data.noise import denoised_and_noise
 

@@ -13,6 +13,7 @@ from deepace.metrics import (
     box_iou,
     coco_map,
     count_accuracy,
+    counted_box_errors,
     evaluate_detections,
     evaluate_records,
     match_image,
@@ -160,6 +161,23 @@ def test_score_equal_to_threshold_counts_in_float32() -> None:
     row = evaluate_detections([gt], [(gt.copy(), scores)], [0.5], score_threshold=0.7)["0.5"]
     assert (row["FP"], row["FN"], row["WCR"]) == (0, 0, 100.0)
     assert ImagePrediction("x.png", gt, scores, 0.7).count == 1
+
+
+def test_counted_box_errors_per_image_add_up_to_aers_numerator() -> None:
+    # image A: p2 (a duplicate, 0.7) is false and g2 missed; image B: p3 is below 0.5, p4 hits g3
+    per_image = [
+        counted_box_errors(gt, boxes, scores, 0.5, 0.5)
+        for gt, (boxes, scores) in zip(GTS, PREDS, strict=True)
+    ]
+    assert per_image == [2, 0]
+    row = evaluate_detections(GTS, PREDS, [0.5], score_threshold=0.5)["0.5"]
+    assert sum(per_image) == row["FP"] + row["FN"]
+    assert counted_box_errors(GTS[1], *PREDS[1], 0.25, 0.5) == 1  # p3 counted now: a false box
+    assert counted_box_errors(GTS[1], np.zeros((0, 4)), np.zeros(0), 0.5, 0.5) == 1  # nothing found
+    # a score written as 0.7 counts at threshold 0.7 (compared in float32, as evaluate_detections does),
+    # also when it comes back from JSON as the float64 of its float32
+    gt = np.array([[0, 0, 10, 10]], float)
+    assert counted_box_errors(gt, gt.copy(), [float(np.float32(0.7))], 0.7, 0.5) == 0
 
 
 # --------------------------------------------------------------------------- empty images

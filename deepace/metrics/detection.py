@@ -118,6 +118,22 @@ def at_or_above(scores: np.ndarray, score_threshold: float) -> np.ndarray:
     return np.asarray(scores, dtype=np.float32) >= np.float32(score_threshold)
 
 
+def counted_box_errors(
+    gt_boxes: np.ndarray,
+    pred_boxes: np.ndarray,
+    pred_scores: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
+) -> int:
+    """One image's false plus missed boxes among the detections scoring >= score_threshold (`at_or_above`),
+    matched by `match_image`: the image's share of AER's numerator, for paired comparisons per cell."""
+    keep = at_or_above(pred_scores, score_threshold)
+    _, _, n_fp, n_fn = match_image(
+        gt_boxes, np.asarray(pred_boxes).reshape(-1, 4)[keep], np.asarray(pred_scores)[keep], iou_threshold
+    )
+    return n_fp + n_fn
+
+
 def _percent(num: float, den: float) -> float | None:
     return None if den <= 0 else 100.0 * num / den
 
