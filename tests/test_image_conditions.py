@@ -45,12 +45,17 @@ def test_each_condition_is_read_back_at_the_image_size(tmp_path: Path) -> None:
             assert (read == image).all()
 
 
+def noisy_spread() -> tuple[np.ndarray, np.ndarray]:
+    """A clean 80 × 120 spread with one dark chromosome at x 20-28, y 10-70, and it with `noise8`'s noise."""
+    image = np.full((80, 120), 240, dtype=np.uint8)
+    image[10:70, 20:28] = 60
+    return image, image_conditions.CONDITIONS["noise8"][0](image, 3)
+
+
 def test_each_denoiser_takes_noise_out_and_keeps_the_chromosome() -> None:
     from deepace.data.noise import noise_sigma
 
-    image = np.full((80, 120), 240, dtype=np.uint8)
-    image[10:70, 20:28] = 60
-    noisy = image_conditions.CONDITIONS["noise8"][0](image, 3)
+    image, noisy = noisy_spread()
     for name, (denoise, _) in image_conditions.DENOISERS.items():
         clean = image_conditions.CONDITIONS[f"noise8+{name}"][0](image, 3)
         assert (clean == denoise(noisy)).all(), name  # the same noise as `noise8`, then the method
@@ -61,9 +66,7 @@ def test_each_denoiser_takes_noise_out_and_keeps_the_chromosome() -> None:
 def test_the_counters_own_denoising_is_the_benchmarks_one_pixel_for_pixel() -> None:
     from deepace.data.noise import denoised_and_noise
 
-    image = np.full((80, 120), 240, dtype=np.uint8)
-    image[10:70, 20:28] = 60
-    noisy = image_conditions.CONDITIONS["noise8"][0](image, 3)
+    _, noisy = noisy_spread()
     ours, noise = denoised_and_noise(noisy, 4.0)
     assert noise is not None
     assert (ours == image_conditions.DENOISERS["gauss1.0"][0](noisy)).all()
