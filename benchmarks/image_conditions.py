@@ -68,7 +68,7 @@ def _blur(g: Gray, radius: float) -> Gray:
 
 def _tv(g: Gray, weight_at_sigma_8: float) -> Gray:
     """Chambolle's total variation with its weight scaled by the noise measured, as deepace/data/noise.py
-    does."""
+    denoised in sessions 31–38."""
     weight = weight_at_sigma_8 * noise_sigma(g) / 8.0
     return _u8(255.0 * denoise_tv_chambolle(g / 255.0, weight=weight))
 
