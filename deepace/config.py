@@ -131,6 +131,9 @@ class ModelConfig:
 class TrainConfig:
     iterations: int = 100_000  # §3.2
     batch_size: int = 1
+    # Gradient accumulation: each batch goes through the model in this many parts, one after the other,
+    # before one optimiser step; a GPU recipe's batch (e.g. 8 images) on a machine with less memory.
+    micro_batches: int = 1
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 1e-4

@@ -77,19 +77,44 @@ def lr_factor(iteration: int, t: StepSchedule, time_fraction: float = 0.0) -> fl
 
 
 def optimisation_step(
-    loss: torch.Tensor,
+    loss: torch.Tensor | None,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     params: list[torch.nn.Parameter],
     clip_grad_norm: float | None,
 ) -> None:
-    """Backward, the gradient norm clipped (if set), then the optimiser's and the schedule's step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    """Backward, the gradient norm clipped (if set), then the optimiser's and the schedule's step.
+    `loss` None: the gradients are already in place (`accumulated_losses`)."""
+    if loss is not None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
     if clip_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
     optimizer.step()
     scheduler.step()
+
+
+def accumulated_losses(
+    compute_losses: Callable[[slice], dict[str, torch.Tensor]], batch_size: int, micro_batches: int
+) -> dict[str, torch.Tensor]:
+    """Gradient accumulation: the batch's images in `micro_batches` consecutive parts, each part's summed
+    loss ÷ `micro_batches` sent backward as soon as it is computed, so only one part's graph is held in
+    memory. The gradients are those of the mean of the parts' losses, which is the whole batch's loss when
+    the parts sample alike (each loss term is a mean over its part's sampled anchors or RoIs). Returns
+    each loss term averaged over the parts, detached. `compute_losses(part)` gets the part's slice of the
+    batch. The caller zeroes the gradients before and steps after."""
+    parts = min(micro_batches, batch_size)
+    bounds = np.linspace(0, batch_size, parts + 1).round().astype(int)
+    totals: dict[str, torch.Tensor] = {}
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        losses = compute_losses(slice(int(a), int(b)))
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss.detach())}: {losses}")
+        (loss / parts).backward()
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + v.detach() / parts
+    return totals
 
 
 def samples_for_iteration(
@@ -289,11 +314,16 @@ def train(
         torch.manual_seed(t.seed * 1_000_003 + iteration * dist_info.world_size + dist_info.rank)
         images = [b[0].to(device, non_blocking=True) for b in batch]
         targets = [{k: v.to(device, non_blocking=True) for k, v in b[1].items()} for b in batch]
-        losses = net(images, targets)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)} at iteration {iteration}: {losses}")
-        optimisation_step(loss, optimizer, scheduler, params, t.clip_grad_norm)
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            losses = accumulated_losses(
+                lambda part, images=images, targets=targets: net(images[part], targets[part]),
+                len(images),
+                t.micro_batches,
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(f"at iteration {iteration}: {error}") from error
+        optimisation_step(None, optimizer, scheduler, params, t.clip_grad_norm)
         for k, v in losses.items():
             window.setdefault(k, []).append(float(v.detach()))
         done = iteration + 1

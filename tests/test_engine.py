@@ -8,7 +8,14 @@ import numpy as np
 import torch
 
 from deepace.config import Config
-from deepace.engine import DistInfo, lr_factor, samples_for_iteration, train, validate
+from deepace.engine import (
+    DistInfo,
+    accumulated_losses,
+    lr_factor,
+    samples_for_iteration,
+    train,
+    validate,
+)
 from deepace.inference import Detector, read_model_file, save_model
 from deepace.models.detector import build_detector
 from deepace.provenance import META_KEY, fingerprints
@@ -107,6 +114,53 @@ def test_loader_workers_feed_the_same_batches(tmp_path: Path) -> None:
     fed = train(workers, records, [], tmp_path / "fed", progress=False)["model"].state_dict()
     for key, value in inline.items():
         assert torch.equal(fed[key], value), key
+
+
+def test_accumulated_parts_give_the_whole_batchs_gradient() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+
+    def losses(part: slice) -> dict[str, torch.Tensor]:  # each term a mean over its part, as a detector's
+        error = model(x[part]) - y[part]
+        return {"squared": (error**2).mean(), "absolute": error.abs().mean()}
+
+    whole = losses(slice(0, 8))
+    sum(whole.values()).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    parts: list[slice] = []
+    terms = accumulated_losses(lambda part: parts.append(part) or losses(part), 8, 4)
+    assert parts == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e)
+    assert terms.keys() == whole.keys()
+    for key, value in terms.items():
+        torch.testing.assert_close(value, whole[key].detach())
+    # more parts than images: one image a part; a part's loss that is not finite stops the step
+    model.zero_grad()
+    assert accumulated_losses(lambda part: parts.append(part) or losses(part), 2, 8)
+    assert parts[-2:] == [slice(0, 1), slice(1, 2)]
+    try:
+        accumulated_losses(lambda part: {"nan": torch.tensor(float("nan"), requires_grad=True)}, 2, 2)
+        raise AssertionError("a non-finite loss went backward")
+    except FloatingPointError:
+        pass
+
+
+def test_a_batch_in_micro_batches_trains_one_image_at_a_time(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    records = write_blob_records(tmp_path / "imgs", 4)
+    config = tiny_config(iterations=3)
+    config = replace(config, train=replace(config.train, batch_size=2, micro_batches=2))
+    model = build_detector(config.model)
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _module, args: seen.append(len(args[0])))
+    monkeypatch.setattr("deepace.engine.build_detector", lambda *args, **kwargs: model)
+    result = train(config, records, [], tmp_path / "run", progress=False)
+    assert result["iteration"] == 3
+    assert seen == [1] * 6  # two parts of one image per iteration
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(entry["loss"]) for entry in log)
 
 
 def test_sampling_is_deterministic_and_splits_across_processes() -> None:
