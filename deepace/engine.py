@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,23 +96,29 @@ def optimisation_step(
 
 
 def accumulated_losses(
-    compute_losses: Callable[[slice], dict[str, torch.Tensor]], batch_size: int, micro_batches: int
+    compute_losses: Callable[[slice], dict[str, torch.Tensor]],
+    batch_size: int,
+    micro_batches: int,
+    defer_sync: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Gradient accumulation: the batch's images in `micro_batches` consecutive parts, each part's summed
     loss ÷ `micro_batches` sent backward as soon as it is computed, so only one part's graph is held in
     memory. The gradients are those of the mean of the parts' losses, which is the whole batch's loss when
     the parts sample alike (each loss term is a mean over its part's sampled anchors or RoIs). Returns
     each loss term averaged over the parts, detached. `compute_losses(part)` gets the part's slice of the
-    batch. The caller zeroes the gradients before and steps after."""
+    batch. The caller zeroes the gradients before and steps after. `defer_sync`: DistributedDataParallel's
+    `no_sync`, so that the processes average their gradients once, at the last part's backward."""
     parts = min(micro_batches, batch_size)
     bounds = np.linspace(0, batch_size, parts + 1).round().astype(int)
     totals: dict[str, torch.Tensor] = {}
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        losses = compute_losses(slice(int(a), int(b)))
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss.detach())}: {losses}")
-        (loss / parts).backward()
+    for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True), start=1):
+        deferred = defer_sync is not None and n < parts
+        with defer_sync() if deferred else nullcontext():  # type: ignore[misc]
+            losses = compute_losses(slice(int(a), int(b)))
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss.detach())}: {losses}")
+            (loss / parts).backward()
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + v.detach() / parts
     return totals
@@ -320,6 +327,7 @@ def train(
                 lambda part, images=images, targets=targets: net(images[part], targets[part]),
                 len(images),
                 t.micro_batches,
+                getattr(net, "no_sync", None),
             )
         except FloatingPointError as error:
             raise FloatingPointError(f"at iteration {iteration}: {error}") from error

@@ -18,6 +18,10 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     write_coco(records, tmp_path / "train.json")
     config = tiny_config(iterations=4)
     config.train.checkpoint_every = 2
+    # two images per process, one at a time: the gradients are averaged across processes once, at the
+    # second image's backward (DistributedDataParallel.no_sync for the first)
+    config.train.batch_size = 2
+    config.train.micro_batches = 2
     config.save(tmp_path / "config.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
