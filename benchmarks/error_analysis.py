@@ -33,6 +33,27 @@ def misplaced_kind(box: torch.Tensor, truth: torch.Tensor) -> str:
     return "other"
 
 
+def missed_holder_kind(missed: int, truth: torch.Tensor, boxes: torch.Tensor, box_found: np.ndarray) -> str:
+    """Where the counted `boxes` put the missed chromosome `missed` (row of `truth`): inside (80% of its
+    box) a false box that holds another chromosome too (60% of it; two chromosomes in one box, e.g.
+    touching end to end), inside only boxes that found other chromosomes, inside a false box alone, or
+    inside no counted box. `box_found[k]`: box k found a chromosome."""
+    if len(boxes) == 0:
+        return "in no counted box"
+    held = box_intersection(truth.numpy(), boxes.numpy()) / box_area(truth.numpy())[:, None] >= 0.8
+    holders = np.flatnonzero(held[missed])
+    if len(holders) == 0:
+        return "in no counted box"
+    for k in holders:
+        inside_k = box_intersection(truth.numpy(), boxes[k : k + 1].numpy())[:, 0] / box_area(truth.numpy())
+        inside_k[missed] = 0
+        if not box_found[k] and bool((inside_k >= 0.6).any()):
+            return "in a false box with another chromosome (two in one box)"
+    if bool(box_found[holders].any()):
+        return "inside the box of another chromosome, found"
+    return "in a false box alone"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gt", type=Path, required=True)
@@ -54,11 +75,13 @@ def main() -> None:
         iou = box_iou(boxes.reshape(-1, 4), truth.reshape(-1, 4)).numpy()
         any_iou = box_iou(torch.from_numpy(pred.boxes).float().reshape(-1, 4), truth.reshape(-1, 4)).numpy()
         matched: set[int] = set()
+        box_found = np.zeros(len(boxes), dtype=bool)
         for k in np.argsort(-scores, kind="stable"):
             j = int(iou[k].argmax()) if iou.shape[1] else -1
             best = float(iou[k, j]) if j >= 0 else 0.0
             if best > 0.5 and j not in matched:
                 matched.add(j)
+                box_found[k] = True
             elif best > 0.5:
                 kinds["false: a second box on a found chromosome"] += 1
             elif best > args.touching_iou:
@@ -77,6 +100,7 @@ def main() -> None:
                 kinds["missed: found, but scored below the threshold"] += 1
             else:
                 kinds["missed: no kept detection (score ≥ 0.05) at IoU > 0.5"] += 1
+            kinds[f"missed, {missed_holder_kind(j, truth, boxes.reshape(-1, 4), box_found)}"] += 1
     total = len(touching_all)
     share = 100 * np.mean(touching_all)
     print(f"{total} chromosomes; {share:.1f}% touch another (box IoU > {args.touching_iou})")
