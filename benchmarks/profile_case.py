@@ -32,9 +32,9 @@ STEPS = (
     ("counting (every image)", "deepace/inference.py", "count_image"),
     ("  of which the detector", "deepace/inference.py", "predict_gray"),
     ("magnification check", "deepace/magnification.py", "magnification_advice"),
-    ("case report (HTML, CSV, JSON)", "deepace/report/case.py", "build_case_report"),
-    ("  of which the histogram", "deepace/report/case.py", "histogram_svg"),
-    ("  of which the thumbnails", "deepace/report/case.py", "annotated_thumbnail"),
+    ("case report (HTML, CSV, JSON)", "deepace/report/page.py", "build_case_report"),
+    ("  of which the histogram", "deepace/report/page.py", "histogram_svg"),
+    ("  of which the thumbnails", "deepace/report/page.py", "annotated_thumbnail"),
     ("model.json", "deepace/report/case.py", "write_model_json"),
 )
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from deepace.inference import CellResult
 from deepace.report import case as case_io
+from deepace.report import page as case_report
 from deepace.report.render import draw_detections, reading_order
 
 # ------------------------------------------------------------------ a small case and a fake counter
@@ -130,7 +131,7 @@ def test_reading_order_rows_then_columns() -> None:
 def test_histogram_svg_bars_mode_and_expected_marker() -> None:
     import xml.etree.ElementTree as ET
 
-    svg = ET.fromstring(case_io.histogram_svg([45, 46, 46, 46, 47, 47, 49], mode=46))
+    svg = ET.fromstring(case_report.histogram_svg([45, 46, 46, 46, 47, 47, 49], mode=46))
     bars = {int(b.get("data-count")): b for b in svg.iter("rect") if b.get("class") == "bar"}
     assert sorted(bars) == [45, 46, 47, 49]  # no bar where no cell has that count (48)
     assert {n: int(b.get("data-cells")) for n, b in bars.items()} == {45: 1, 46: 3, 47: 2, 49: 1}
@@ -152,10 +153,10 @@ def test_histogram_svg_bars_mode_and_expected_marker() -> None:
     assert float(marker.get("x1")) == pytest.approx(centre_46, abs=0.1)
 
     # the expected count is drawn even when no cell has it, and an empty case says so
-    far = ET.fromstring(case_io.histogram_svg([40, 41], mode=40))
+    far = ET.fromstring(case_report.histogram_svg([40, 41], mode=40))
     labels = [t.text for t in far.iter("text")]
     assert "46" in labels and "40" in labels and "47" in labels  # axis from 39 to 47
-    empty = ET.fromstring(case_io.histogram_svg([], mode=None))
+    empty = ET.fromstring(case_report.histogram_svg([], mode=None))
     assert not list(empty.iter("rect")) and "no cell counted" in [t.text for t in empty.iter("text")]
 
 
@@ -163,7 +164,7 @@ def test_report_html_is_self_contained(
     case_and_results: tuple[Path, list[CellResult]], tmp_path: Path
 ) -> None:
     case, results = case_and_results
-    paths = case_io.build_case_report(case, results, tmp_path / "out")
+    paths = case_report.build_case_report(case, results, tmp_path / "out")
     assert set(paths) == {"html", "csv", "json"} and all(p.is_file() for p in paths.values())
     page = paths["html"].read_text(encoding="utf-8")
 
@@ -186,7 +187,7 @@ def test_report_html_is_self_contained(
 
 def test_report_csv_and_json(case_and_results: tuple[Path, list[CellResult]]) -> None:
     case, results = case_and_results
-    paths = case_io.build_case_report(case, results, None)
+    paths = case_report.build_case_report(case, results, None)
     assert paths["html"].parent == case / "deepace-report"
 
     rows = list(csv.DictReader(paths["csv"].open(encoding="utf-8")))
@@ -234,7 +235,7 @@ def test_corrections_take_precedence(case_and_results: tuple[Path, list[CellResu
     }
     case_io.write_corrections(case, reviews)
 
-    paths = case_io.build_case_report(case, results)
+    paths = case_report.build_case_report(case, results)
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     by_name = {c["name"]: c for c in data["cells"]}
     assert by_name["cell03.png"]["count"] == 46 and by_name["cell03.png"]["model_count"] == 47
@@ -406,14 +407,14 @@ def test_a_tied_case_count_says_what_it_is_tied_with(tmp_path: Path) -> None:
     the case's count, and says which count it is tied with, in report.json and on the HTML page."""
     case = make_case(tmp_path, [46, 47, 47, 46])
     counter = FakeCounter({f"cell{k:02d}.png": n for k, n in enumerate([46, 47, 47, 46], start=1)})
-    paths = case_io.build_case_report(case, count_all(case, counter), None)
+    paths = case_report.build_case_report(case, count_all(case, counter), None)
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert data["case_count"] == 46 and data["count_basis"] == "median" and data["tied_with"] == [47]
     html = paths["html"].read_text(encoding="utf-8")
     assert "<span>Case count</span><b>46 (median, tied with 47)</b>" in html
 
     counter.counts["cell02.png"] = 46
-    paths = case_io.build_case_report(case, count_all(case, counter), tmp_path / "clear")
+    paths = case_report.build_case_report(case, count_all(case, counter), tmp_path / "clear")
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert data["case_count"] == 46 and data["tied_with"] == []
     assert "tied with" not in paths["html"].read_text(encoding="utf-8")
@@ -454,7 +455,7 @@ def test_orientation_counts_travel_with_the_cell_and_mark_it_unsteady(
     case_io.write_model_json(case, results)
     model = case_io.read_model_json(case)
     assert model["cell01.png"].view_counts == (46, 46, 46) and model["cell02.png"].view_counts is None
-    paths = case_io.build_case_report(case, list(model.values()), tmp_path / "out")
+    paths = case_report.build_case_report(case, list(model.values()), tmp_path / "out")
     cells = {c["name"]: c for c in json.loads(paths["json"].read_text())["cells"]}
     assert cells["cell03.png"]["unsteady"] and cells["cell03.png"]["orientation_counts"] == [47, 46, 48]
     assert not cells["cell01.png"]["unsteady"] and not cells["cell02.png"]["unsteady"]

@@ -97,7 +97,8 @@ def test_dark_fluorescence_brightfield_and_switched_off_are_detected_once(tmp_pa
 
 
 def test_a_case_keeps_which_images_were_faint(tmp_path: Path) -> None:
-    from deepace.report.case import _badges, read_model_json, summarize_case, write_model_json
+    from deepace.report.case import read_model_json, summarize_case, write_model_json
+    from deepace.report.page import _badges
 
     results = [
         CellResult(tmp_path / "faint.png", 80, 60, faint_ink_level=204.0),

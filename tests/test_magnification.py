@@ -96,6 +96,7 @@ def test_case_report_flags_blocky_cells_and_keeps_the_flag_after_review(tmp_path
     from deepace.cli.case_cmds import count_case
     from deepace.inference import Counter
     from deepace.report import case as case_io
+    from deepace.report import page as case_report
     from deepace.report.rules import repeated_pixel_flags
 
     assert repeated_pixel_flags({}) == []
@@ -121,7 +122,7 @@ def test_case_report_flags_blocky_cells_and_keeps_the_flag_after_review(tmp_path
     assert "camera.png" not in flags[0]["message"]
     reread = case_io.read_model_json(case)
     assert reread["zoomed.png"].pixel_repetition == 3 and reread["camera.png"].pixel_repetition == 1
-    rebuilt = case_io.build_case_report(case, list(reread.values()), tmp_path / "again")
+    rebuilt = case_report.build_case_report(case, list(reread.values()), tmp_path / "again")
     assert "BLOCKY_IMAGES" in rebuilt["json"].read_text()
 
 
@@ -166,6 +167,7 @@ def test_case_report_flags_a_case_at_the_wrong_magnification(tmp_path: Path) -> 
     from deepace.cli.case_cmds import count_case
     from deepace.inference import Counter
     from deepace.report import case as case_io
+    from deepace.report import page as case_report
     from deepace.report.rules import magnification_flags
 
     assert magnification_flags({}) == []
@@ -181,7 +183,7 @@ def test_case_report_flags_a_case_at_the_wrong_magnification(tmp_path: Path) -> 
     assert "CHECK_MAGNIFICATION" in codes
     # kept in model.json, so a report rebuilt later (after review) still carries it
     assert set(case_io.model_magnification_advice(case)) == {"brightfield"}
-    rebuilt = case_io.build_case_report(case, results, tmp_path / "again")
+    rebuilt = case_report.build_case_report(case, results, tmp_path / "again")
     assert "CHECK_MAGNIFICATION" in rebuilt["json"].read_text()
     _, paths = count_case(case, Counter(model, stain="brightfield", magnification=2.0), progress=False)
     assert "CHECK_MAGNIFICATION" not in paths["json"].read_text()

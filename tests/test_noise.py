@@ -109,7 +109,8 @@ def test_counting_says_which_images_were_denoised(tmp_path) -> None:  # noqa: AN
 
 def test_a_case_keeps_which_images_were_denoised(tmp_path) -> None:  # noqa: ANN001
     from deepace.inference import CellResult
-    from deepace.report.case import _badges, read_model_json, summarize_case, write_model_json
+    from deepace.report.case import read_model_json, summarize_case, write_model_json
+    from deepace.report.page import _badges
 
     results = [
         CellResult(tmp_path / "noisy.png", 80, 60, denoised_noise=9.7),

@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException
 from deepace.data.coco import atomic_write_bytes
 from deepace.inference import CellResult
 from deepace.report import case as case_io
+from deepace.report import page as case_report
 
 log = logging.getLogger("deepace.app")
 
@@ -307,7 +308,7 @@ class ReviewApp:
             for name, path in case.images().values():
                 r = model.get(name)
                 results.append(r if r is not None else CellResult(image=path, error="not counted yet"))
-        paths = case_io.build_case_report(case.dir, results)
+        paths = case_report.build_case_report(case.dir, results)
         case.report_error = None
         return paths
 
@@ -501,7 +502,7 @@ def create_app(
         current = state.annotations(case, cid)
         review = _clean_boxes(body.boxes, current["width"], current["height"])
         review.reviewed = current["reviewed"] if body.reviewed is None else body.reviewed
-        review.updated = case_io._now()
+        review.updated = case_io.now()
         state.save(case, cid, review)
         return changed(case, cid, background)
 
@@ -516,7 +517,7 @@ def create_app(
         case = state.case(case_id)
         review = state.current_review(case, cid)
         review.reviewed = body.reviewed
-        review.updated = case_io._now()
+        review.updated = case_io.now()
         state.save(case, cid, review)
         return changed(case, cid, background)
 

@@ -14,6 +14,7 @@ from rich.table import Table
 from deepace.cli.count_cmd import Runtime, magnification_option, runtime_option, views_option
 from deepace.inference import CellResult
 from deepace.report import case as case_io
+from deepace.report import page as case_report
 
 STAINS = ("auto", "brightfield", "fluorescence")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -59,7 +60,7 @@ def count_case(
 
         advice = counted_images_advice(counter.detector, results, counter.stain, counter.magnification)
     case_io.write_model_json(case_dir, results, stain=stain, magnification_advice=advice)
-    paths = case_io.build_case_report(case_dir, results, out_dir, stain=stain)
+    paths = case_report.build_case_report(case_dir, results, out_dir, stain=stain)
     return results, paths
 
 
