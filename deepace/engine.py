@@ -108,12 +108,14 @@ def accumulated_losses(
     each loss term averaged over the parts, detached. `compute_losses(part)` gets the part's slice of the
     batch. The caller zeroes the gradients before and steps after. `defer_sync`: DistributedDataParallel's
     `no_sync`, so that the processes average their gradients once, at the last part's backward."""
+    if micro_batches < 1:
+        raise ValueError(f"train.micro_batches must be at least 1, not {micro_batches}")
     parts = min(micro_batches, batch_size)
     bounds = np.linspace(0, batch_size, parts + 1).round().astype(int)
     totals: dict[str, torch.Tensor] = {}
     for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True), start=1):
         deferred = defer_sync is not None and n < parts
-        with defer_sync() if deferred else nullcontext():  # type: ignore[misc]
+        with defer_sync() if deferred else nullcontext():
             losses = compute_losses(slice(int(a), int(b)))
             loss = sum(losses.values())
             if not torch.isfinite(loss):
