@@ -33,21 +33,22 @@ def misplaced_kind(box: torch.Tensor, truth: torch.Tensor) -> str:
     return "other"
 
 
-def missed_holder_kind(missed: int, truth: torch.Tensor, boxes: torch.Tensor, box_found: np.ndarray) -> str:
-    """Where the counted `boxes` put the missed chromosome `missed` (row of `truth`): inside (80% of its
-    box) a false box that holds another chromosome too (60% of it; two chromosomes in one box, e.g.
-    touching end to end), inside only boxes that found other chromosomes, inside a false box alone, or
-    inside no counted box. `box_found[k]`: box k found a chromosome."""
-    if len(boxes) == 0:
-        return "in no counted box"
-    held = box_intersection(truth.numpy(), boxes.numpy()) / box_area(truth.numpy())[:, None] >= 0.8
-    holders = np.flatnonzero(held[missed])
+def share_inside(truth: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
+    """(T, B): the share of each chromosome's box that lies inside each counted box."""
+    return box_intersection(truth.numpy(), boxes.numpy()) / box_area(truth.numpy())[:, None]
+
+
+def missed_holder_kind(missed: int, inside: np.ndarray, box_found: np.ndarray) -> str:
+    """Where the counted boxes put the missed chromosome `missed` (a row of `inside`, `share_inside`):
+    inside (80% of its box) a false box that holds another chromosome too (60% of it; two chromosomes in
+    one box, e.g. touching end to end), inside only boxes that found other chromosomes, inside a false box
+    alone, or inside no counted box. `box_found[k]`: box k found a chromosome."""
+    holders = np.flatnonzero(inside[missed] >= 0.8)
     if len(holders) == 0:
         return "in no counted box"
+    others = np.delete(inside, missed, axis=0)
     for k in holders:
-        inside_k = box_intersection(truth.numpy(), boxes[k : k + 1].numpy())[:, 0] / box_area(truth.numpy())
-        inside_k[missed] = 0
-        if not box_found[k] and bool((inside_k >= 0.6).any()):
+        if not box_found[k] and bool((others[:, k] >= 0.6).any()):
             return "in a false box with another chromosome (two in one box)"
     if bool(box_found[holders].any()):
         return "inside the box of another chromosome, found"
@@ -89,6 +90,7 @@ def main() -> None:
                 kinds[f"false: misplaced, {misplaced_kind(boxes[k], truth)}"] += 1
             else:
                 kinds["false: on background"] += 1
+        inside = share_inside(truth.reshape(-1, 4), boxes.reshape(-1, 4))  # once per cell
         for j in range(len(truth)):
             if j in matched:
                 continue
@@ -100,7 +102,7 @@ def main() -> None:
                 kinds["missed: found, but scored below the threshold"] += 1
             else:
                 kinds["missed: no kept detection (score ≥ 0.05) at IoU > 0.5"] += 1
-            kinds[f"missed, {missed_holder_kind(j, truth, boxes.reshape(-1, 4), box_found)}"] += 1
+            kinds[f"missed, {missed_holder_kind(j, inside, box_found)}"] += 1
     total = len(touching_all)
     share = 100 * np.mean(touching_all)
     print(f"{total} chromosomes; {share:.1f}% touch another (box IoU > {args.touching_iou})")

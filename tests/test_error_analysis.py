@@ -10,7 +10,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "error_analysis.py
 spec = importlib.util.spec_from_file_location("error_analysis", SCRIPT)
 error_analysis = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(error_analysis)
-kind = error_analysis.missed_holder_kind
+
+
+def kind(missed: int, truth: torch.Tensor, boxes: torch.Tensor, box_found: np.ndarray) -> str:
+    return error_analysis.missed_holder_kind(missed, error_analysis.share_inside(truth, boxes), box_found)
+
 
 # two short chromosomes end to end (0, 1), a long one (2) with a small one lying inside its box (3), and an
 # isolated one (4)
