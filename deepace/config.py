@@ -105,6 +105,11 @@ class ModelConfig:
     # (158.6; validation cells 148.4) and 124 their upper quartile. None: one pass.
     faint_fluorescence_level: float | None = 160.0
     faint_fluorescence_target: float = 124.0
+    # Detections with less than this share of their pixels at grey <= 200 (after the §3.2 pre-processing)
+    # are dropped (deepace/blank_boxes.py; not in the paper): the network scores boxes on a blank image as
+    # chromosomes. 0.01 is below all but a few of the training cells' ground-truth boxes (BENCHMARKS.md,
+    # "Session 42: blank images"). None: every detection kept.
+    min_box_ink: float | None = 0.01
     # The median chromosome width of the training cells in original pixels (deepace.magnification), for
     # brightfield and fluorescence images: Taichung 14.4, M-FISH 13.4 (BENCHMARKS.md, "Other
     # magnifications"). `deepace count` advises --magnification when a batch is far from it; `deepace train`

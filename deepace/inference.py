@@ -290,13 +290,28 @@ class Detector:
         gray = paper_preprocess(raw, model_config.preprocess_threshold)
         boxes, scores = self.predict_gray(gray, stain, magnification)
         level, target = model_config.faint_fluorescence_level, model_config.faint_fluorescence_target
+        ink = None
         if stain == "fluorescence" and level is not None:
             ink = ink_level(raw, boxes, scores, self.threshold_for(stain))
-            if ink is not None and ink > max(level, target):
+            if ink is not None and max(level, target) < ink < 255:  # 255: blank boxes, nothing to darken
                 gray = paper_preprocess(darkened(raw, ink, target), model_config.preprocess_threshold)
                 boxes, scores = self.predict_gray(gray, stain, magnification)
-                return Detection(gray, stain, boxes, scores, ink_level=ink)
-        return Detection(gray, stain, boxes, scores)
+            else:
+                ink = None
+        return Detection(gray, stain, *self.without_blank_boxes(gray, boxes, scores), ink_level=ink)
+
+    def without_blank_boxes(
+        self, gray: np.ndarray, boxes: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and scores less those with too little ink to hold a chromosome (`ModelConfig.min_box_ink`,
+        deepace/blank_boxes.py); `gray` pre-processed as the model saw it."""
+        from deepace.blank_boxes import INK_GREY, without_blank_boxes
+
+        model_config = self.config.model
+        if model_config.min_box_ink is None:
+            return boxes, scores
+        ink_grey = model_config.preprocess_threshold or INK_GREY
+        return without_blank_boxes(gray, boxes, scores, model_config.min_box_ink, ink_grey)
 
     def predict_gray(
         self, gray: np.ndarray, stain: str = "brightfield", magnification: float = 1.0
@@ -322,7 +337,8 @@ class Detector:
 
 
 class Counter:
-    """Counts chromosomes image by image; unreadable images give a result with `.error` set."""
+    """Counts chromosomes image by image; an unreadable image, or one whose counting fails, gives a result
+    with `.error` set and the others are counted."""
 
     def __init__(
         self,
@@ -376,7 +392,15 @@ class Counter:
         from deepace.magnification import pixel_repetition
 
         threshold = self.threshold_for(stain)
-        found = self.detector.detect_read(raw, stain, self.magnification, self.views, threshold)
+        try:
+            found = self.detector.detect_read(raw, stain, self.magnification, self.views, threshold)
+        except Exception as exc:  # noqa: BLE001 - one image's failure is reported with it, not lost with a batch
+            return CellResult(
+                image=path,
+                score_threshold=threshold,
+                low_confidence_band=self.band_for(threshold),
+                error=f"{path}: counting failed: {type(exc).__name__}: {exc}",
+            )
         return CellResult(
             image=path,
             width=found.gray.shape[1],

@@ -181,6 +181,7 @@ def test_magnification_resizes_the_input_and_maps_boxes_back(tmp_path: Path, mod
     counter = Counter(model_file, stain="brightfield", magnification=2.0)
     fake = _OneBoxModel()
     counter.detector.model = fake
+    counter.detector.config.model.min_box_ink = None  # the fake box need not lie on a blob
     scale = counter.detector.config.model.stain_scale("brightfield") * 2.0
     result = counter.count_image(image)
     assert fake.seen == [(round(128 * scale), round(128 * scale))]
@@ -227,3 +228,40 @@ def test_views_count_each_image_in_several_orientations(tmp_path: Path, model_fi
     assert result.exit_code == 2 and "odd" in result.output
     CliRunner().invoke(app, args)
     assert "view_counts" not in json.loads(js.read_text())["images"][0]  # one orientation: no field
+
+
+def test_an_image_whose_counting_fails_is_reported_and_the_batch_goes_on(
+    tmp_path: Path, model_file: Path
+) -> None:
+    from unittest import mock
+
+    from deepace.inference import Detector
+
+    write_blob_records(tmp_path, 2, size=128)
+    js = tmp_path / "d.json"
+    detect_read = Detector.detect_read
+    calls = []
+
+    def failing_second(self: Detector, raw: np.ndarray, *args: object) -> object:
+        calls.append(raw.shape)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return detect_read(self, raw, *args)
+
+    with mock.patch.object(Detector, "detect_read", failing_second):
+        result = CliRunner().invoke(
+            app,
+            [
+                "count",
+                str(tmp_path / "cell0.png"),
+                str(tmp_path / "cell1.png"),
+                "--weights",
+                str(model_file),
+                "--json",
+                str(js),
+            ],
+        )
+    assert len(calls) == 2 and result.exit_code == 1
+    assert "1 file(s) could not be counted" in result.output
+    assert "counting failed: RuntimeError: out of memory" in "".join(result.output.split("\n"))
+    assert [Path(e["image"]).name for e in json.loads(js.read_text())["images"]] == ["cell1.png"]

@@ -28,6 +28,20 @@ def test_shipped_model_counts_the_examples_near_46() -> None:
         assert 42 <= result.count <= 50, (name, result.count)
 
 
+def test_shipped_model_counts_nothing_on_blank_images(tmp_path: Path) -> None:
+    """Before boxes needed ink (deepace/blank_boxes.py) it counted 131 chromosomes on an all-white image,
+    and an all-black one stopped the run."""
+    import numpy as np
+    from PIL import Image
+
+    counter = Counter()
+    for grey in (255, 0):
+        path = tmp_path / f"blank{grey}.png"
+        Image.fromarray(np.full((600, 800), grey, np.uint8)).save(path)
+        result = counter.count_image(path)
+        assert result.error is None and result.count == 0, (grey, result.count)
+
+
 def test_magnification_recovers_a_spread_with_smaller_chromosomes(tmp_path: Path) -> None:
     """The bundled synthetic spread drawn at 640 px instead of 1024 (chromosomes 0.6x as long): counted as
     it is, the model misses many; enlarged 1.6x (`--magnification 1.6`) it counts it as at full size."""
