@@ -484,3 +484,46 @@ def test_cells_the_model_is_unsure_of_are_flagged_until_reviewed(tmp_path: Path)
     assert [c.unsure for c in summary.cells] == [False, True]
     reviewed = {"unsure.png": case_io.CellReview.from_model(unsure, reviewed=True)}
     assert "UNSURE_COUNTS" not in {f.code for f in case_io.summarize_case("c", results, reviewed).flags}
+
+
+def test_a_cell_with_no_chromosome_found_is_left_out_of_the_case_counts_until_reviewed(
+    tmp_path: Path,
+) -> None:
+    """A blank frame among a case's cells counts 0 (deepace/blank_boxes.py): read as a cell, it would sit
+    off the case count and ask for an extended count; it is flagged and left out instead."""
+
+    def cell(name: str, n: int) -> CellResult:
+        return CellResult(
+            image=Path(name), boxes=np.zeros((n, 4), np.float32), scores=np.full(n, 0.9, np.float32)
+        )
+
+    results = {name: cell(name, n) for name, n in {"a.png": 46, "b.png": 46, "c.png": 46, "z.png": 0}.items()}
+    summary = case_io.summarize_case("case", results, {})
+    assert summary.counts == [46, 46, 46] and summary.case_count == 46
+    assert [c.empty for c in summary.cells] == [False, False, False, True]
+    assert not any(c.off_mode for c in summary.cells)
+    codes = {f.code: f for f in summary.flags}
+    assert (
+        codes["NO_CHROMOSOMES_FOUND"].severity == "warning"
+        and "z.png" in codes["NO_CHROMOSOMES_FOUND"].message
+    )
+    assert "CELLS_OFF_MODE" not in codes and "UNREADABLE_FILES" not in codes
+    data = summary.to_dict()
+    assert data["n_cells"] == 3 and data["empty"] == ["z.png"] and data["min_count"] == 46
+
+    # a reviewer who finds a spread in it and counts 45 brings it into the case
+    reviews = {"z.png": case_io.CellReview.from_model(cell("z.png", 45), reviewed=True)}
+    summary = case_io.summarize_case("case", results, reviews)
+    assert summary.counts == [46, 46, 46, 45] and not summary.cells[-1].empty
+    assert "NO_CHROMOSOMES_FOUND" not in {f.code for f in summary.flags}
+
+
+def test_the_report_marks_a_cell_with_no_chromosome_found(tmp_path: Path) -> None:
+    case = make_case(tmp_path, [46, 46, 46])
+    counter = FakeCounter({"cell01.png": 46, "cell02.png": 46, "cell03.png": 0})
+    paths = case_report.build_case_report(case, count_all(case, counter), tmp_path / "out")
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count(">no chromosome found</span>") >= 1 and "NO_CHROMOSOMES_FOUND" in page
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["no_chromosome_found"] for r in rows] == ["0", "0", "1"]
+    assert json.loads(paths["json"].read_text())["n_cells"] == 2

@@ -398,6 +398,9 @@ class CellSummary:
     orientation_counts: list[int] | None = None
     # the model's own chance that its count is exact (CellResult.exact_chance, metrics/count_chance.py)
     exact_chance: float | None = None
+    # the model found no chromosome in it and no reviewer has counted it: a blank frame or no metaphase
+    # (deepace/blank_boxes.py), left out of the case's counts until reviewed
+    empty: bool = False
 
     @property
     def unsteady(self) -> bool:
@@ -424,7 +427,7 @@ class CaseSummary:
 
     @property
     def counts(self) -> list[int]:
-        return [c.count for c in self.cells if c.count is not None]
+        return [c.count for c in self.cells if c.count is not None and not c.empty]
 
     @property
     def unreadable(self) -> list[CellSummary]:
@@ -450,6 +453,7 @@ class CaseSummary:
             "flags": [f.to_dict() for f in self.flags],
             "cells": [c.to_dict() for c in self.cells],
             "unreadable": [{"image": c.name, "error": c.error} for c in self.unreadable],
+            "empty": [c.name for c in self.cells if c.empty],
         }
 
 
@@ -477,7 +481,7 @@ def _cell_summary(name: str, result: CellResult | None, review: CellReview | Non
         )  # fmt: skip
     return CellSummary(
         name, model_count, model_count, low, low_counted, low_uncounted, error=error, darkened=darkened,
-        denoised_noise=noise, orientation_counts=views, exact_chance=chance,
+        denoised_noise=noise, orientation_counts=views, exact_chance=chance, empty=model_count == 0,
     )  # fmt: skip
 
 
@@ -506,13 +510,13 @@ def summarize_case(
     clones, mosaicism and extending the count are judged on the reviewed cells' counts alone
     (rules.provisional says why)."""
     cells = [_cell_summary(n, results[n], reviews.get(n)) for n in sorted(results)]
-    counts = [c.count for c in cells if c.count is not None]
-    counted = [c for c in cells if c.count is not None]
+    counted = [c for c in cells if c.count is not None and not c.empty]
+    counts = [c.count for c in counted if c.count is not None]
     n_reviewed = sum(c.reviewed for c in counted)
     basis = "median" if n_reviewed < len(counted) else "mode"
     mode = rules.case_count(counts, expected, basis)
     for c in cells:
-        c.off_mode = c.count is not None and mode is not None and c.count != mode
+        c.off_mode = c in counted and mode is not None and c.count != mode
     count_flags = rules.provisional(
         rules.evaluate_counts(counts, expected, basis=basis), len(counted) - n_reviewed, len(counted)
     )
@@ -526,10 +530,11 @@ def summarize_case(
         n_cells=len(counted),
         n_reviewed=n_reviewed,
         n_low_confidence_cells=sum(1 for c in counted if c.low_confidence and not c.reviewed),
-        n_unreadable=len(cells) - len(counted),
+        n_unreadable=sum(c.count is None for c in cells),
         n_unsteady_cells=sum(1 for c in counted if c.unsteady and not c.reviewed),
         n_unsure_cells=sum(1 for c in counted if c.unsure),
     )
+    flags += rules.empty_image_flags([c.name for c in cells if c.empty])
     flags += rules.magnification_flags(magnification_advice or {})
     flags += rules.repeated_pixel_flags(
         {n: r.pixel_repetition for n, r in results.items() if r is not None and r.pixel_repetition > 1}

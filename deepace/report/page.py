@@ -198,6 +198,11 @@ def _badges(c: CellSummary) -> str:
         out.append('<span class="badge b-cor">corrected</span>')
     if not c.reviewed and not c.corrected:
         out.append('<span class="badge b-auto">automatic</span>')
+    if c.empty:
+        out.append(
+            '<span class="badge b-off" title="left out of the case\'s counts until reviewed">'
+            "no chromosome found</span>"
+        )
     if c.off_mode:
         out.append('<span class="badge b-off">off mode</span>')
     if c.darkened:
@@ -230,7 +235,7 @@ def _render_html(
     summary: CaseSummary, case_dir: Path, thumbs: dict[str, str], histogram: str, band: str
 ) -> str:
     s = summary.to_dict()
-    counted = [c for c in summary.cells if c.count is not None]
+    counted = [c for c in summary.cells if c.count is not None and not c.empty]
     all_reviewed = bool(counted) and all(c.reviewed for c in counted)
     banner = (
         '<div class="banner done">All counted cells were reviewed.</div>'
@@ -364,7 +369,7 @@ def build_case_report(
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
         ["image", "count", "model_count", "low_confidence", "exact_chance", "reviewed", "corrected"]
-        + ["off_mode", "error"]
+        + ["off_mode", "error", "no_chromosome_found"]
     )
     for c in summary.cells:
         writer.writerow(
@@ -378,6 +383,7 @@ def build_case_report(
                 int(c.corrected),
                 int(c.off_mode),
                 c.error or "",
+                int(c.empty),
             ]
         )
     atomic_write_text(paths["csv"], buf.getvalue())

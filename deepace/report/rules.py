@@ -392,6 +392,25 @@ def _listed(items: list[str], listed: int) -> str:
     return ", ".join(items[:listed]) + more
 
 
+def empty_image_flags(names: list[str], listed: int = 5) -> list[Flag]:
+    """One flag for the cells in which the model found no chromosome (deepace/blank_boxes.py): a blank or
+    black frame, a field with no metaphase, or a spread the model cannot see at all. They are left out of
+    the case's counts, where a 0 would read as a cell off the case count."""
+    if not names:
+        return []
+    one = len(names) == 1
+    return [
+        Flag(
+            "NO_CHROMOSOMES_FOUND",
+            "warning",
+            f"No chromosome was found in {_cells(len(names))}: {_listed(sorted(names), listed)}. "
+            f"{'It is' if one else 'They are'} left out of the case's counts. Check "
+            f"{'it' if one else 'them'}: a blank frame or a field without a metaphase belongs out of the "
+            f"case; a spread belongs in it, counted on the review page.",
+        )
+    ]
+
+
 def noisy_image_flags(noise: dict[str, float], listed: int = 5) -> list[Flag]:
     """One flag for the cells whose images were far noisier than the training images and denoised before
     counting ({name: noise σ}; deepace/data/noise.py): denoising gives back most of what noise costs on
