@@ -28,8 +28,10 @@ def ink_shares(gray: np.ndarray, boxes: np.ndarray, ink_grey: int = INK_GREY) ->
     height, width = gray.shape
     # summed-area table with a zero first row and column: the ink in rows r1:r2, columns c1:c2 is
     # table[r2, c2] - table[r1, c2] - table[r2, c1] + table[r1, c1]
-    table = np.zeros((height + 1, width + 1), dtype=np.int64)
-    table[1:, 1:] = (np.asarray(gray) <= ink_grey).cumsum(axis=0).cumsum(axis=1)
+    table = np.zeros((height + 1, width + 1), dtype=np.int32)  # int32: half the time of int64
+    table[1:, 1:] = (
+        (np.asarray(gray) <= ink_grey).cumsum(axis=0, dtype=np.int32).cumsum(axis=1, dtype=np.int32)
+    )
     c1 = np.clip(np.floor(boxes[:, 0]), 0, width).astype(np.int64)
     r1 = np.clip(np.floor(boxes[:, 1]), 0, height).astype(np.int64)
     c2 = np.clip(np.ceil(boxes[:, 2]), 0, width).astype(np.int64)
