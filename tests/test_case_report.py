@@ -518,7 +518,11 @@ def test_a_cell_with_no_chromosome_found_is_left_out_of_the_case_counts_until_re
     assert "NO_CHROMOSOMES_FOUND" not in {f.code for f in summary.flags}
 
 
-def test_the_report_marks_a_cell_with_no_chromosome_found(tmp_path: Path) -> None:
+def test_the_report_marks_a_cell_with_no_chromosome_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepace.cli.case_cmds import _print_summary
+
     case = make_case(tmp_path, [46, 46, 46])
     counter = FakeCounter({"cell01.png": 46, "cell02.png": 46, "cell03.png": 0})
     paths = case_report.build_case_report(case, count_all(case, counter), tmp_path / "out")
@@ -527,3 +531,5 @@ def test_the_report_marks_a_cell_with_no_chromosome_found(tmp_path: Path) -> Non
     rows = list(csv.DictReader(paths["csv"].open()))
     assert [r["no_chromosome_found"] for r in rows] == ["0", "0", "1"]
     assert json.loads(paths["json"].read_text())["n_cells"] == 2
+    _print_summary(case, paths)
+    assert "no chromosome found" in " ".join(capsys.readouterr().out.split())

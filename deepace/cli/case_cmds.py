@@ -78,12 +78,14 @@ def _print_summary(case_dir: Path, paths: dict[str, Path]) -> None:
             table.add_row(c["name"], "—", "", "", f"[red]not counted: {c['error']}[/red]")
             continue
         status = "reviewed" if c["reviewed"] else ("corrected" if c["corrected"] else "automatic")
+        if c["empty"]:
+            status += ", no chromosome found: left out of the case's counts"
         if c.get("unsteady") and not c["reviewed"]:
             views = c["orientation_counts"]
             status += f", unsteady {min(views)}–{max(views)}"
         count = f"[bold red]{c['count']}[/bold red]" if c["off_mode"] else str(c["count"])
         # the model's chance for its own count, which a reviewer's count replaces
-        automatic = not (c["reviewed"] or c["corrected"]) and c["exact_chance"] is not None
+        automatic = not (c["reviewed"] or c["corrected"] or c["empty"]) and c["exact_chance"] is not None
         chance = f"{c['exact_chance']:.0%}" if automatic else ""
         table.add_row(c["name"], count, str(c["low_confidence"] or ""), chance, status)
     out.print(table)
