@@ -152,6 +152,9 @@ function showSummary(summary) {
       .join(" ");
     const tags =
       (c.off_mode ? '<span class="tag off">off case count</span>' : "") +
+      (c.empty
+        ? '<span class="tag off" title="left out of the case\'s counts until reviewed">no chromosome found</span>'
+        : "") +
       (c.darkened ? '<span class="tag" title="faint fluorescence image, counted darkened">darkened</span>' : "") +
       (c.denoised_noise !== null && c.denoised_noise !== undefined
         ? `<span class="tag" title="pixel noise σ ${c.denoised_noise.toFixed(1)} grey levels, far above the training images'; smoothed before counting">denoised</span>`
@@ -162,7 +165,7 @@ function showSummary(summary) {
       (c.low_confidence && !c.reviewed
         ? `<span class="tag low" title="${c.low_confidence} low-confidence detections to check">${c.low_confidence} low</span>`
         : "") +
-      (c.exact_chance !== null && c.exact_chance !== undefined && !c.reviewed && !c.corrected
+      (c.exact_chance !== null && c.exact_chance !== undefined && !c.reviewed && !c.corrected && !c.empty
         ? `<span class="tag chance" title="the model's own chance that its count is exact">${Math.round(c.exact_chance * 100)}%</span>`
         : "");
     let status = "";
