@@ -1,7 +1,7 @@
 """Detections with no chromosome in them are dropped (not in the paper).
 
-The network scores boxes on an image with nothing in it as chromosomes: the shipped model gave an all-white
-800×600 image 131 boxes scoring 0.93–0.94 (0.56 before its rescorer), and an all-black fluorescence image,
+The network scores boxes on an image with nothing in it as chromosomes: the shipped model counted 129 on an
+all-white 800×600 image, its best boxes scoring 0.94 (0.56 before its rescorer), and an all-black image,
 read and inverted to white, crashed the faint-fluorescence pass. Blank areas beside a spread are no
 problem (the example spread padded with 600 white pixels a side still counts 46): the network never saw an
 image without chromosomes. So `deepace count` would have reported an empty field, a failed capture or a

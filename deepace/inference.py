@@ -292,12 +292,11 @@ class Detector:
         level, target = model_config.faint_fluorescence_level, model_config.faint_fluorescence_target
         ink = None
         if stain == "fluorescence" and level is not None:
-            ink = ink_level(raw, boxes, scores, self.threshold_for(stain))
-            if ink is not None and max(level, target) < ink < 255:  # 255: blank boxes, nothing to darken
+            first = ink_level(raw, boxes, scores, self.threshold_for(stain))
+            if first is not None and max(level, target) < first < 255:  # 255: blank boxes, nothing to darken
+                ink = first
                 gray = paper_preprocess(darkened(raw, ink, target), model_config.preprocess_threshold)
                 boxes, scores = self.predict_gray(gray, stain, magnification)
-            else:
-                ink = None
         return Detection(gray, stain, *self.without_blank_boxes(gray, boxes, scores), ink_level=ink)
 
     def without_blank_boxes(
