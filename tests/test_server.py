@@ -202,6 +202,15 @@ def test_bad_boxes_are_refused(client: TestClient) -> None:
         assert res.status_code in (400, 422) and "error" in res.json()
     res = client.put(url, content=b"{not json", headers={"content-type": "application/json"})
     assert res.status_code == 422 and "error" in res.json()
+    # non-finite numbers in a malformed request: refused as malformed, not a 500 from echoing them back
+    for body in (b'{"boxes": [{"x1": NaN}]}', b'{"boxes": [{"x1": 1e400}]}', b'{"boxes": NaN}'):
+        res = client.put(url, content=body, headers={"content-type": "application/json"})
+        assert res.status_code == 422 and res.json()["error"].startswith("invalid request: body.boxes")
+    # and in a well-formed one: refused by the box check
+    res = client.put(
+        url, content=b'{"boxes": [{"bbox": [NaN, 1, 20, 40]}]}', headers={"content-type": "application/json"}
+    )
+    assert res.status_code == 400 and "finite" in res.json()["error"]
     # boxes a little over the border are clipped, not refused
     res = client.put(url, json={"boxes": [{"bbox": [-5, -5, 20, 40]}]})
     assert res.status_code == 200 and res.json()["cell"]["boxes"][0]["bbox"] == [0, 0, 20, 40]

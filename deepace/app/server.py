@@ -416,7 +416,12 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        # the client's own input is not echoed back: it may hold NaN or 1e400 (Python's json reads both),
+        # which no JSON response can carry
+        errors = jsonable_encoder(
+            [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()],
+            custom_encoder={Exception: str},
+        )
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", []))
         msg = f"invalid request: {where}: {first.get('msg', '')}" if first else "invalid request"
