@@ -72,6 +72,16 @@ class Detection:
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "deepace.pt"
 
+# Images the model would read at more megapixels than this (after the stain's and the user's resizing)
+# are refused: on the CPU its memory grows by about a quarter of a GB a megapixel (a blank 25 MP image
+# peaked at 7.1 GB and took 21 s, a 64 MP one 15.7 GB; BENCHMARKS.md, "Session 42: very large images"),
+# so one whole-slide scan in a folder could take a batch down for lack of memory. A spread is 1-5 MP.
+MAX_MODEL_MEGAPIXELS = 25.0
+
+
+class ImageTooLargeError(ValueError):
+    """An image the model would read at more than MAX_MODEL_MEGAPIXELS."""
+
 
 def save_model(
     path: Path,
@@ -324,7 +334,16 @@ class Detector:
         from deepace.devices import model_device
         from deepace.models.transform import gray_to_tensor
 
-        seen = rescale_gray(gray, self.config.model.stain_scale(stain) * magnification)
+        factor = self.config.model.stain_scale(stain) * magnification
+        read_at = factor * self.config.model.input_scale  # the model's own transform resizes once more
+        megapixels = gray.shape[0] * gray.shape[1] * read_at**2 / 1e6
+        if megapixels > MAX_MODEL_MEGAPIXELS:
+            raise ImageTooLargeError(
+                f"the model would read it at {megapixels:.0f} megapixels ({gray.shape[1]}x{gray.shape[0]} "
+                f"pixels at scale {read_at:g}), over the {MAX_MODEL_MEGAPIXELS:g} it takes (memory grows by "
+                f"about 0.25 GB a megapixel; a spread is 1-5): crop the cell out of it"
+            )
+        seen = rescale_gray(gray, factor)
         with torch.inference_mode():
             out = self.model([gray_to_tensor(seen).to(model_device(self.model))])[0]
         scores = out["scores"].cpu().numpy().astype(np.float32)

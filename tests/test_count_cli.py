@@ -265,3 +265,36 @@ def test_an_image_whose_counting_fails_is_reported_and_the_batch_goes_on(
     assert "1 file(s) could not be counted" in result.output
     assert "counting failed: RuntimeError: out of memory" in "".join(result.output.split("\n"))
     assert [Path(e["image"]).name for e in json.loads(js.read_text())["images"]] == ["cell1.png"]
+
+
+def test_an_image_too_large_for_memory_is_refused_before_the_model_reads_it(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    import deepace.inference as inference
+    from deepace.inference import Counter, Detector, ImageTooLargeError
+    from tests.helpers_detection import RecordingModel
+
+    monkeypatch.setattr(inference, "MAX_MODEL_MEGAPIXELS", 0.004)  # 4,000 pixels
+    model = RecordingModel()
+    detector = Detector(model, tiny_config(), score_threshold=0.5)
+    with pytest.raises(ImageTooLargeError, match="4800x60 pixels at scale 1"):
+        detector.predict_gray(np.full((60, 4800), 255, np.uint8))
+    assert model.inputs == []  # refused before the model (or the resize) ran
+    detector.predict_gray(np.full((60, 60), 255, np.uint8))  # 3,600 pixels: read
+    with pytest.raises(ImageTooLargeError):
+        detector.predict_gray(np.full((60, 60), 255, np.uint8), magnification=1.1)  # 4,356 once enlarged
+    assert len(model.inputs) == 1
+    halved = Detector(model, tiny_config(input_scale=0.5), score_threshold=0.5)
+    halved.predict_gray(np.full((60, 120), 255, np.uint8))  # 7,200 pixels, read at half: 1,800
+    assert len(model.inputs) == 2
+
+    # in a batch: that image is reported, the others are counted
+    Image.fromarray(np.full((60, 4800), 255, np.uint8)).save(tmp_path / "scan.png")
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "cell.png")
+    scan, cell = Counter(model_file).count_paths(
+        [tmp_path / "scan.png", tmp_path / "cell.png"], progress=False
+    )
+    assert scan.error is not None and "ImageTooLargeError" in scan.error and "crop the cell" in scan.error
+    assert cell.error is None
