@@ -533,3 +533,39 @@ def test_the_report_marks_a_cell_with_no_chromosome_found(
     assert json.loads(paths["json"].read_text())["n_cells"] == 2
     _print_summary(case, paths)
     assert "no chromosome found" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_review_of_an_image_since_replaced_is_set_aside_and_its_model_output_dropped(
+    tmp_path: Path,
+) -> None:
+    """model.json and corrections.json are keyed by file name: an image replaced under the same name
+    must not inherit the old image's boxes, count or review."""
+    case = make_case(tmp_path, [46, 46, 46])
+    counter = FakeCounter({"cell01.png": 46, "cell02.png": 46, "cell03.png": 46})
+    results = count_all(case, counter)
+    case_io.write_model_json(case, results)
+    model = case_io.read_model_json(case)
+    reviews = {"cell01.png": case_io.CellReview.from_model(model["cell01.png"], reviewed=True)}
+    reviews["cell01.png"].boxes = reviews["cell01.png"].boxes[:40]  # a reviewer's count of 40
+    reviews["cell01.png"].sources, reviews["cell01.png"].scores = ["model"] * 40, [0.9] * 40
+    case_io.write_corrections(case, reviews)
+    assert case_io.read_corrections(case)["cell01.png"].count == 40 and case_io.set_aside_reviews(case) == []
+
+    Image.new("L", (500, 300), 250).save(case / "cell01.png")  # another image under the same name
+    (case / "cell03.png").unlink()
+    model = case_io.read_model_json(case)
+    assert sorted(model) == ["cell02.png"]  # the other two are counted again, not read from old output
+    assert case_io.read_corrections(case) == {} and case_io.set_aside_reviews(case) == ["cell01.png"]
+
+    results = count_all(case, counter)
+    paths = case_report.build_case_report(case, results, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    cell = next(c for c in data["cells"] if c["name"] == "cell01.png")
+    assert not cell["reviewed"] and cell["count"] == 46  # the new image's own (fake) count
+    flag = next(f for f in data["flags"] if f["code"] == "REVIEWS_SET_ASIDE")
+    assert flag["severity"] == "warning" and "cell01.png" in flag["message"]
+
+    # saving the corrections again drops the set-aside review; a new review of the new image stands
+    new = {"cell01.png": case_io.CellReview.from_model(results[0], reviewed=True)}
+    case_io.write_corrections(case, new)
+    assert case_io.set_aside_reviews(case) == [] and case_io.read_corrections(case)["cell01.png"].reviewed

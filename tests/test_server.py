@@ -303,3 +303,23 @@ def test_upload_refuses_non_images_and_big_files(client: TestClient, case: Path)
     res = client.post("/api/cases/patient-A/cells", data={"other": "x"})
     assert res.status_code == 400
     assert sorted(p.name for p in case.iterdir() if p.is_file()) == ["cell01.png", "cell02.png", "notes.txt"]
+
+
+def test_an_image_replaced_under_its_name_is_counted_again_and_its_review_set_aside(
+    client: TestClient, case: Path, counter: FakeCounter
+) -> None:
+    cell = cells(client)["cell01.png"]
+    url = f"/api/cases/patient-A/cells/{cell['id']}"
+    boxes = client.get(f"{url}/annotations").json()["boxes"][:30]
+    assert client.put(f"{url}/annotations", json={"boxes": boxes, "reviewed": True}).status_code == 200
+    assert cells(client)["cell01.png"]["count"] == 30 and cells(client)["cell01.png"]["reviewed"]
+    calls = len(counter.calls)
+
+    (case / "cell01.png").write_bytes(png_bytes(size=(500, 300), n=44))  # another image, the same name
+    listed = client.get("/api/cases/patient-A/cells").json()
+    after = {c["name"]: c for c in listed["cells"]}["cell01.png"]
+    assert counter.calls[calls:] == ["cell01.png"]  # counted again, the others read from model.json
+    assert not after["reviewed"] and after["count"] == 46  # the fake counter's 46 for this name
+    assert "REVIEWS_SET_ASIDE" in {f["code"] for f in listed["flags"]}
+    ann = client.get(f"{url}/annotations").json()
+    assert (ann["width"], ann["height"]) == (500, 300) and not ann["reviewed"]

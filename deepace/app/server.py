@@ -217,9 +217,12 @@ class ReviewApp:
         with case.lock:
             images = case.images()
             reviews = case_io.read_corrections(case.dir)
+            set_aside = case_io.set_aside_reviews(case.dir)
         results = {name: model.get(name) for name, _ in images.values()}
         advice = case_io.model_magnification_advice(case.dir)
-        summary = case_io.summarize_case(case.id, results, reviews, magnification_advice=advice).to_dict()
+        summary = case_io.summarize_case(
+            case.id, results, reviews, magnification_advice=advice, set_aside=set_aside
+        ).to_dict()
         ids = {name: cid for cid, (name, _) in images.items()}
         for cell in summary["cells"]:
             cell["id"] = ids[cell["name"]]

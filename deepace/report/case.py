@@ -12,6 +12,11 @@ Both json files are COCO that `deepace.data.coco.read_coco` reads as they are: `
 the json's folder ("../cell01.tif"), extra facts sit in each image's `meta`, and annotations carry
 `score` (model boxes) and `source` ("model" or "manual"). A reviewed cell's corrected count is also its
 `expected_count`, so corrections.json is training data.
+
+Both files are keyed by file name, so each entry also records a fingerprint of the image's content
+(deepace.provenance.fingerprint). An image replaced under the same name, or deleted, makes its entries
+stale: a stale model output is dropped (and the cell counted again), and a stale review is set aside
+(flagged in the summary) rather than shown on another image.
 """
 
 from __future__ import annotations
@@ -123,6 +128,33 @@ def _name_from_file(file_name: str) -> str:
     return file_name[3:] if file_name.startswith("../") else file_name
 
 
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def current_fingerprint(path: Path) -> str | None:
+    """The image's content fingerprint now (None if it is gone), cached while its size and time stay."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        from deepace.provenance import fingerprint
+
+        try:
+            _FINGERPRINTS[key] = fingerprint(path)
+        except OSError:
+            return None
+    return _FINGERPRINTS[key]
+
+
+def _stale(case_dir: Path, name: str, meta: dict[str, Any]) -> bool:
+    """An entry recorded for another content than the image now under its name (entries written before
+    fingerprints were recorded cannot tell, and count as current)."""
+    recorded = meta.get("fingerprint")
+    return recorded is not None and recorded != current_fingerprint(case_dir / name)
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -182,6 +214,7 @@ def write_model_json(
             meta["denoised_noise"] = float(r.denoised_noise)
         if r.view_counts:
             meta["view_counts"] = [int(c) for c in r.view_counts]
+        meta["fingerprint"] = current_fingerprint(case_dir / name)
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
         if r.width and r.height:
             entry["width"], entry["height"] = int(r.width), int(r.height)
@@ -211,7 +244,8 @@ def write_model_json(
 
 
 def read_model_json(case_dir: Path) -> dict[str, CellResult]:
-    """The model's output per cell name; empty if the case was never counted."""
+    """The model's output per cell name; empty if the case was never counted. Output for an image since
+    replaced or deleted is left out."""
     case_dir = Path(case_dir)
     data = _read_json(model_json_path(case_dir))
     if data is None:
@@ -221,6 +255,8 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
     for entry in data["images"]:
         name = _name_from_file(str(entry["file_name"]))
         meta = entry.get("meta") or {}
+        if _stale(case_dir, name, meta):
+            continue
         dets = anns.get(entry["id"], [])
         boxes = np.array([_xyxy(a["bbox"]) for a in dets], dtype=np.float32).reshape(-1, 4)
         scores = np.array([float(a.get("score", 1.0)) for a in dets], dtype=np.float32)
@@ -276,6 +312,8 @@ class CellReview:
     scores: list[float | None] = field(default_factory=list)
     reviewed: bool = False
     updated: str | None = None
+    # the content fingerprint of the image reviewed (recorded when the review is first saved)
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -310,23 +348,40 @@ class CellReview:
 
 
 def read_corrections(case_dir: Path) -> dict[str, CellReview]:
-    """The reviewer's corrections per cell name; empty when nothing was reviewed."""
+    """The reviewer's corrections per cell name; empty when nothing was reviewed. Reviews of an image
+    since replaced or deleted are left out (`set_aside_reviews` names them): they were made on another
+    image, and saving the corrections again drops them."""
+    return _read_reviews(Path(case_dir))[0]
+
+
+def set_aside_reviews(case_dir: Path) -> list[str]:
+    """The cells whose review was made on an image since replaced or deleted (`read_corrections`)."""
+    return _read_reviews(Path(case_dir))[1]
+
+
+def _read_reviews(case_dir: Path) -> tuple[dict[str, CellReview], list[str]]:
     data = _read_json(corrections_path(case_dir))
     if data is None:
-        return {}
+        return {}, []
     anns = _by_image(data)
     out: dict[str, CellReview] = {}
+    stale: list[str] = []
     for entry in data["images"]:
         meta = entry.get("meta") or {}
+        name = _name_from_file(str(entry["file_name"]))
+        if _stale(case_dir, name, meta):
+            stale.append(name)
+            continue
         dets = anns.get(entry["id"], [])
-        out[_name_from_file(str(entry["file_name"]))] = CellReview(
+        out[name] = CellReview(
             boxes=np.array([_xyxy(a["bbox"]) for a in dets], dtype=np.float32).reshape(-1, 4),
             sources=[str(a.get("source", "manual")) for a in dets],
             scores=[None if a.get("score") is None else float(a["score"]) for a in dets],
             reviewed=bool(meta.get("reviewed", False)),
             updated=meta.get("updated"),
+            fingerprint=meta.get("fingerprint"),
         )
-    return out
+    return out, sorted(stale)
 
 
 def write_corrections(
@@ -346,6 +401,7 @@ def write_corrections(
             "corrected": review.differs_from(result),
             "updated": review.updated or now(),
             "model_count": None if result is None or result.error else result.count,
+            "fingerprint": review.fingerprint or current_fingerprint(case_dir / name),
         }
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name)}
         if result is not None and result.width and result.height:
@@ -504,6 +560,7 @@ def summarize_case(
     reviews: dict[str, CellReview],
     expected: int = rules.NORMAL_COUNT,
     magnification_advice: dict[str, float] | None = None,
+    set_aside: Sequence[str] = (),
 ) -> CaseSummary:
     """Final counts (corrections first), the case's count, the cells off it and all flags. The case is
     read by its median count while some counts are automatic, by its modal count once all are reviewed;
@@ -535,6 +592,7 @@ def summarize_case(
         n_unsure_cells=sum(1 for c in counted if c.unsure),
     )
     flags += rules.empty_image_flags([c.name for c in cells if c.empty])
+    flags += rules.set_aside_review_flags([n for n in set_aside if n in results])
     flags += rules.magnification_flags(magnification_advice or {})
     flags += rules.repeated_pixel_flags(
         {n: r.pixel_repetition for n, r in results.items() if r is not None and r.pixel_repetition > 1}

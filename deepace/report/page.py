@@ -32,6 +32,7 @@ from deepace.report.case import (
     model_stain,
     now,
     read_corrections,
+    set_aside_reviews,
     summarize_case,
 )
 from deepace.report.render import draw_detections
@@ -340,7 +341,14 @@ def build_case_report(
     stain = model_stain(case_dir) if stain is None else stain
     by_name: dict[str, CellResult | None] = {cell_name(r.image, case_dir): r for r in results}
     reviews = {k: v for k, v in read_corrections(case_dir).items() if k in by_name}
-    summary = summarize_case(case_dir.name, by_name, reviews, expected, model_magnification_advice(case_dir))
+    summary = summarize_case(
+        case_dir.name,
+        by_name,
+        reviews,
+        expected,
+        model_magnification_advice(case_dir),
+        set_aside_reviews(case_dir),
+    )
 
     thumbs: dict[str, str] = {}
     for cell in summary.cells:

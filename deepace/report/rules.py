@@ -411,6 +411,24 @@ def empty_image_flags(names: list[str], listed: int = 5) -> list[Flag]:
     ]
 
 
+def set_aside_review_flags(names: list[str], listed: int = 5) -> list[Flag]:
+    """One flag for the cells whose image was replaced after it was reviewed (deepace/report/case.py): the
+    review belonged to the old image, so it is set aside and the new image counts as unreviewed."""
+    if not names:
+        return []
+    one = len(names) == 1
+    return [
+        Flag(
+            "REVIEWS_SET_ASIDE",
+            "warning",
+            f"The image of {_cells(len(names))} changed after {'it was' if one else 'they were'} reviewed: "
+            f"{_listed(sorted(names), listed)}. The old review{'' if one else 's'} no longer appl"
+            f"{'ies' if one else 'y'} and {'is' if one else 'are'} set aside (dropped when the corrections "
+            f"are next saved); the new image's count is automatic: review {'it' if one else 'them'} again.",
+        )
+    ]
+
+
 def noisy_image_flags(noise: dict[str, float], listed: int = 5) -> list[Flag]:
     """One flag for the cells whose images were far noisier than the training images and denoised before
     counting ({name: noise σ}; deepace/data/noise.py): denoising gives back most of what noise costs on
