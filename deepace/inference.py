@@ -116,14 +116,23 @@ def save_model(
     tmp.replace(path)
 
 
+class ModelFileError(ValueError):
+    """A model file that is missing or cannot be read as one; str() names the file and why."""
+
+
 def read_model_file(path: Path) -> dict:
     """A model file (`save_model`) or a training checkpoint (`last.pt`), as the model file's payload:
     config, state_dict and, when present, thresholds and provenance."""
     import torch
 
     if not path.exists():
-        raise FileNotFoundError(f"{path}: model file not found")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+        raise ModelFileError(f"{path}: model file not found")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: a folder, not a model file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch.load raises anything from EOFError to UnpicklingError
+        raise ModelFileError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from e
     if isinstance(payload, dict) and "model" in payload and "config" in payload:  # a training checkpoint
         payload = {
             "config": payload["config"],
@@ -131,7 +140,7 @@ def read_model_file(path: Path) -> dict:
             "meta": {"iteration": payload.get("iteration")},
         }
     if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise ValueError(f"{path}: not a DeepACE model file or training checkpoint")
+        raise ModelFileError(f"{path}: not a DeepACE model file or training checkpoint")
     return payload
 
 

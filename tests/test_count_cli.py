@@ -298,3 +298,49 @@ def test_an_image_too_large_for_memory_is_refused_before_the_model_reads_it(
     )
     assert scan.error is not None and "ImageTooLargeError" in scan.error and "crop the cell" in scan.error
     assert cell.error is None
+
+
+def test_bad_output_paths_and_options_are_refused_before_any_counting(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deepace.inference as inference
+
+    write_blob_records(tmp_path / "cells", 1, size=128)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    base = ["count", str(tmp_path / "cells"), "--weights", str(model_file)]
+
+    def no_counting(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(inference.Counter, "__init__", no_counting)
+    for extra, message in (
+        (["--out", str(a_file)], "is a file, not a folder"),
+        (["--out", str(a_file / "sub")], "cannot write in"),
+        (["--json", str(tmp_path)], "is a folder, not a file"),
+        (["--csv", str(a_file / "c.csv")], "a_file is a file, not a folder"),
+        (["--score-threshold", "1.5"], "less than or equal to 1"),
+        (["--score-threshold", "-0.1"], "greater than or equal to 0"),
+        (["--threads", "0"], "greater than or equal to 1"),
+    ):
+        result = CliRunner().invoke(app, [*base, *extra])
+        text = " ".join(result.output.replace("│", " ").split())  # rich boxes and folds long messages
+        assert result.exit_code == 2 and message in text, (extra, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert a_file.read_text() == "x"  # the file given as --out is left as it was
+
+
+def test_an_unreadable_model_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    write_blob_records(tmp_path / "cells", 1, size=128)
+    empty, text = tmp_path / "empty.pt", tmp_path / "notes.pt"
+    empty.write_bytes(b"")
+    text.write_text("# not a model\n")
+    for weights, why in (
+        (tmp_path / "missing.pt", "model file not found"),
+        (empty, "not a readable model file (EOFError"),
+        (text, "not a readable model file (UnpicklingError"),
+        (tmp_path, "a folder, not a model file"),
+    ):
+        result = CliRunner().invoke(app, ["count", str(tmp_path / "cells"), "--weights", str(weights)])
+        assert result.exit_code == 2 and "cannot load the model" in result.output, result.output
+        assert why in " ".join(result.output.split()) and "Traceback" not in result.output

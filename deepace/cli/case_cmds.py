@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepace.cli.count_cmd import Runtime, magnification_option, runtime_option, views_option
+from deepace.cli.count_cmd import Runtime, loaded, magnification_option, runtime_option, views_option
+from deepace.cli.output_paths import ready_folder
 from deepace.inference import CellResult
 from deepace.report import case as case_io
 from deepace.report import page as case_report
@@ -122,13 +123,18 @@ def register(app: typer.Typer) -> None:
         if not case_io.case_images(case_dir):
             err.print(f"[red]{case_dir}: no image found (TIFF, PNG, JPEG or BMP)[/red]")
             raise typer.Exit(1)
-        counter = Counter(
-            weights=weights,
-            stain=stain,
-            score_threshold=score_threshold,
-            magnification=magnification,
-            runtime=runtime.value,
-            views=views,
+        if out is not None:
+            ready_folder(out, "--out")
+        counter = loaded(
+            lambda: Counter(
+                weights=weights,
+                stain=stain,
+                score_threshold=score_threshold,
+                magnification=magnification,
+                runtime=runtime.value,
+                views=views,
+            ),
+            err,
         )
         _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
@@ -154,6 +160,9 @@ def register(app: typer.Typer) -> None:
         from deepace.app.server import LOOPBACK_HOSTS, create_app
 
         _check_stain(stain)
+        if weights is not None and not weights.is_file():
+            err.print(f"[red]{weights}: model file not found[/red]")
+            raise typer.Exit(2)
         dirs: Sequence[Path] = case_dirs or [Path(".")]
         for d in dirs:
             if not d.is_dir():

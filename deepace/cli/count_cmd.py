@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from deepace.cli.output_paths import ready_file, ready_folder
+
+if TYPE_CHECKING:
+    from deepace.inference import Counter
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -75,10 +82,12 @@ def count_command(
     score_threshold: float | None = typer.Option(
         None,
         "--score-threshold",
+        min=0.0,
+        max=1.0,
         help="Count detections scoring at least this (default: the model's validated threshold).",
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Model file (default: the shipped model)."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: all)."),
     magnification: float = magnification_option(),
     runtime: Runtime = runtime_option(),
     views: int = views_option(),
@@ -95,19 +104,27 @@ def count_command(
     if not inputs:
         raise typer.BadParameter("give image files or folders, or --examples")
     err = Console(stderr=True)
+    if out is not None:
+        ready_folder(out, "--out")
+    for path, option in ((json_file, "--json"), (csv_file, "--csv")):
+        if path is not None:
+            ready_file(path, option)
     missing = [p for p in inputs if not Path(p).exists()]
     images = find_images([p for p in inputs if Path(p).exists()])
     if not images and not missing:
         err.print("no images found")
         raise typer.Exit(1)
-    counter = Counter(
-        weights,
-        stain=stain,
-        score_threshold=score_threshold,
-        num_threads=threads,
-        magnification=magnification,
-        runtime=runtime.value,
-        views=views,
+    counter = loaded(
+        lambda: Counter(
+            weights,
+            stain=stain,
+            score_threshold=score_threshold,
+            num_threads=threads,
+            magnification=magnification,
+            runtime=runtime.value,
+            views=views,
+        ),
+        err,
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)
@@ -129,6 +146,17 @@ def count_command(
         for r in failed:
             err.print(f"  {r.error}")
         raise typer.Exit(1)
+
+
+def loaded(make_counter: Callable[[], Counter], err: Console) -> Counter:
+    """`make_counter()`, or exit 2 with one line when its model file cannot be read."""
+    from deepace.inference import ModelFileError
+
+    try:
+        return make_counter()
+    except ModelFileError as e:
+        err.print(f"[red]cannot load the model: {e}[/red]")
+        raise typer.Exit(2) from e
 
 
 def warn_about_magnification(counter, results, console: Console) -> None:  # noqa: ANN001
