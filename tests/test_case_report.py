@@ -569,3 +569,25 @@ def test_a_review_of_an_image_since_replaced_is_set_aside_and_its_model_output_d
     new = {"cell01.png": case_io.CellReview.from_model(results[0], reviewed=True)}
     case_io.write_corrections(case, new)
     assert case_io.set_aside_reviews(case) == [] and case_io.read_corrections(case)["cell01.png"].reviewed
+
+
+def test_the_case_command_names_a_broken_review_file_before_counting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deepace.inference
+    from deepace.cli import case_cmds
+
+    case = make_case(tmp_path, [46])
+    made: list[object] = []
+    monkeypatch.setattr(deepace.inference, "Counter", lambda **kw: made.append(kw), raising=False)
+    app = typer.Typer()
+    case_cmds.register(app)
+    app.command("noop")(lambda: None)
+    for path in (case_io.corrections_path(case), case_io.model_json_path(case)):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("{broken")
+        res = CliRunner().invoke(app, ["case", str(case)])
+        assert res.exit_code == 2 and made == [], res.output
+        text = " ".join(res.output.split())
+        assert path.name in text and "mend it or move it away" in text and "Traceback" not in text
+        path.unlink()

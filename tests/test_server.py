@@ -323,3 +323,32 @@ def test_an_image_replaced_under_its_name_is_counted_again_and_its_review_set_as
     assert "REVIEWS_SET_ASIDE" in {f["code"] for f in listed["flags"]}
     ann = client.get(f"{url}/annotations").json()
     assert (ann["width"], ann["height"]) == (500, 300) and not ann["reviewed"]
+
+
+def test_an_unreadable_image_cannot_be_reviewed_and_a_broken_corrections_file_is_named(
+    client: TestClient, case: Path
+) -> None:
+    (case / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
+    bad = cells(client)["bad.png"]
+    assert bad["count"] is None
+    url = f"/api/cases/patient-A/cells/{bad['id']}"
+    res = client.put(f"{url}/annotations", json={"boxes": [{"bbox": [1, 1, 20, 40]}], "reviewed": True})
+    assert res.status_code == 409 and "cannot be read" in res.json()["error"]
+    res = client.post(f"{url}/reviewed", json={"reviewed": True})
+    assert res.status_code == 409
+    assert cells(client)["bad.png"]["count"] is None and not case_io.corrections_path(case).exists()
+
+    case_io.corrections_path(case).parent.mkdir(exist_ok=True)
+    case_io.corrections_path(case).write_text("{broken")
+    for res in (client.get("/api/cases"), client.get("/api/cases/patient-A/cells")):
+        assert res.status_code == 500 and res.json()["error"].startswith("corrections.json is broken")
+
+
+def test_an_upload_rebuilds_the_report(client: TestClient, case: Path) -> None:
+    cells(client)
+    assert client.post("/api/cases/patient-A/report").status_code == 200
+    report = case_io.default_report_dir(case) / "report.json"
+    assert json.loads(report.read_text())["n_cells"] == 3
+    files = {"file": ("new.png", png_bytes(n=46), "image/png")}
+    assert client.post("/api/cases/patient-A/cells", files=files).status_code == 201
+    assert json.loads(report.read_text())["n_cells"] == 4  # rebuilt after the response (TestClient waits)

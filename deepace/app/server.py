@@ -216,7 +216,7 @@ class ReviewApp:
         model, counter_error = self.model(case)
         with case.lock:
             images = case.images()
-            reviews = case_io.read_corrections(case.dir)
+            reviews = self.reviews(case)
             set_aside = case_io.set_aside_reviews(case.dir)
         results = {name: model.get(name) for name, _ in images.values()}
         advice = case_io.model_magnification_advice(case.dir)
@@ -237,7 +237,7 @@ class ReviewApp:
         name, path = case.cell(cid)
         model, _ = self.model(case)
         with case.lock:
-            review = case_io.read_corrections(case.dir).get(name)
+            review = self.reviews(case).get(name)
         result = model.get(name)
         width, height = (result.width, result.height) if result is not None else (0, 0)
         if not width or not height:
@@ -283,12 +283,19 @@ class ReviewApp:
 
     # ---- changes
 
+    def reviews(self, case: CaseFolder) -> dict[str, case_io.CellReview]:
+        """The case's corrections (call under case.lock); a broken corrections.json is named, not a 500."""
+        try:
+            return case_io.read_corrections(case.dir)
+        except ValueError as e:
+            raise ApiError(500, f"corrections.json is broken: {e}") from e
+
     def save(self, case: CaseFolder, cid: str, review: case_io.CellReview | None) -> None:
         """Store one cell's review (None: drop it), keeping the others."""
         name, _ = case.cell(cid)
         model, _ = self.model(case, count_missing=False)
         with case.lock:
-            reviews = case_io.read_corrections(case.dir)
+            reviews = self.reviews(case)
             if review is None:
                 reviews.pop(name, None)
             else:
@@ -298,7 +305,7 @@ class ReviewApp:
     def current_review(self, case: CaseFolder, cid: str) -> case_io.CellReview:
         name, _ = case.cell(cid)
         with case.lock:
-            review = case_io.read_corrections(case.dir).get(name)
+            review = self.reviews(case).get(name)
         if review is not None:
             return review
         result = self.model(case)[0].get(name)
@@ -467,7 +474,7 @@ def create_app(
         for case in state.cases.values():
             with case.lock:
                 n_images = len(case.images())
-                reviews = case_io.read_corrections(case.dir)
+                reviews = state.reviews(case)
             out.append(
                 {
                     "id": case.id,
@@ -498,6 +505,13 @@ def create_app(
     def get_annotations(case_id: str, cid: str) -> dict[str, Any]:
         return state.annotations(state.case(case_id), cid)
 
+    def readable(cell: dict[str, Any]) -> dict[str, Any]:
+        """The cell (`ReviewApp.annotations`), or 409 when its image cannot be read: boxes on it would
+        make a reviewed count of a picture nobody saw."""
+        if not cell["width"] or not cell["height"]:
+            raise ApiError(409, f"{cell['name']}: the image cannot be read, so it cannot be reviewed")
+        return cell
+
     def changed(case: CaseFolder, cid: str, background: BackgroundTasks) -> dict[str, Any]:
         background.add_task(state.rebuild_report_later, case)
         return {"cell": state.annotations(case, cid), "case": state.summary(case)}
@@ -507,7 +521,7 @@ def create_app(
         case_id: str, cid: str, body: AnnotationsIn, background: BackgroundTasks
     ) -> dict[str, Any]:
         case = state.case(case_id)
-        current = state.annotations(case, cid)
+        current = readable(state.annotations(case, cid))
         review = _clean_boxes(body.boxes, current["width"], current["height"])
         review.reviewed = current["reviewed"] if body.reviewed is None else body.reviewed
         review.updated = case_io.now()
@@ -523,6 +537,7 @@ def create_app(
     @app.post("/api/cases/{case_id}/cells/{cid}/reviewed")
     def set_reviewed(case_id: str, cid: str, body: ReviewedIn, background: BackgroundTasks) -> dict[str, Any]:
         case = state.case(case_id)
+        readable(state.annotations(case, cid))
         review = state.current_review(case, cid)
         review.reviewed = body.reviewed
         review.updated = case_io.now()
@@ -530,7 +545,7 @@ def create_app(
         return changed(case, cid, background)
 
     @app.post("/api/cases/{case_id}/cells", status_code=201)
-    async def upload(case_id: str, request: Request) -> dict[str, Any]:
+    async def upload(case_id: str, request: Request, background: BackgroundTasks) -> dict[str, Any]:
         case = state.case(case_id)
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
@@ -552,6 +567,7 @@ def create_app(
         name = case_io.cell_name(dest, case.dir)
         summary = await run_in_threadpool(state.summary, case)
         cell = next((c for c in summary["cells"] if c["name"] == name), None)
+        background.add_task(state.rebuild_report_later, case)
         return {"cell": cell, "case": summary}
 
     # ---- report

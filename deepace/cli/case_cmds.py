@@ -123,6 +123,12 @@ def register(app: typer.Typer) -> None:
         if not case_io.case_images(case_dir):
             err.print(f"[red]{case_dir}: no image found (TIFF, PNG, JPEG or BMP)[/red]")
             raise typer.Exit(1)
+        for read in (case_io.read_corrections, case_io.read_model_json):  # before the counting, not after
+            try:
+                read(case_dir)
+            except ValueError as e:
+                err.print(f"[red]{e}: mend it or move it away, then count again[/red]")
+                raise typer.Exit(2) from e
         if out is not None:
             ready_folder(out, "--out")
         counter = loaded(
