@@ -159,6 +159,10 @@ def test_count_advises_magnification_for_small_chromosomes(tmp_path: Path) -> No
     assert "brightfield images look about 0.5x the size" in run(str(tmp_path / "small"))
     assert "Try --magnification" not in run(str(tmp_path / "right")), typical
     assert "Try --magnification" not in run(str(tmp_path / "small"), "--magnification", "2")
+    # counted at the wrong factor, the size it states is the size at that factor
+    assert "look about 0.3x the size of the model's training images' (at --magnification 0.5)" in run(
+        str(tmp_path / "small"), "--magnification", "0.5"
+    )
 
 
 def test_case_report_flags_a_case_at_the_wrong_magnification(tmp_path: Path) -> None:

@@ -167,9 +167,10 @@ def warn_about_magnification(counter, results, console: Console) -> None:  # noq
     advice = counted_images_advice(counter.detector, results, counter.stain, counter.magnification)
     for stain, factor in advice.items():
         console.print(
-            f"[yellow]warning: the chromosomes in these {stain} images look about {1 / factor:.1f}x the size "
-            f"of the model's training images' (at --magnification {counter.magnification:g}); counts may be "
-            f"far off. Try --magnification {factor:g}.[/yellow]"
+            f"[yellow]warning: the chromosomes in these {stain} images look about "
+            f"{counter.magnification / factor:.1f}x the size of the model's training images' (at "
+            f"--magnification {counter.magnification:g}); counts may be far off. Try --magnification "
+            f"{factor:g}.[/yellow]"
         )
 
 

@@ -379,8 +379,8 @@ def magnification_flags(advice: dict[str, float]) -> list[Flag]:
         Flag(
             "CHECK_MAGNIFICATION",
             "alert",
-            f"The chromosomes in the {stain} images look about {1 / factor:.1f}x the size of the model's "
-            f"training images': counts may be far off. Recount with --magnification {factor:g}.",
+            f"The chromosomes in the {stain} images, as they are, look about {1 / factor:.1f}x the size of "
+            f"the model's training images': counts may be far off. Recount with --magnification {factor:g}.",
         )
         for stain, factor in sorted(advice.items())
     ]
