@@ -344,3 +344,13 @@ def test_an_unreadable_model_file_is_one_line_not_a_traceback(tmp_path: Path) ->
         result = CliRunner().invoke(app, ["count", str(tmp_path / "cells"), "--weights", str(weights)])
         assert result.exit_code == 2 and "cannot load the model" in result.output, result.output
         assert why in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_annotated_copies_of_images_sharing_a_name_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    from deepace.cli.count_cmd import annotated_names
+
+    images = [tmp_path / "a.tif", tmp_path / "a.png", tmp_path / "sub" / "a.jpg", tmp_path / "b.png"]
+    names = annotated_names(images)
+    assert names == {images[0]: "a.tif", images[1]: "a.png", images[2]: "sub__a.jpg", images[3]: "b"}
+    assert annotated_names(images[2:]) == {images[2]: "a", images[3]: "b"}  # no clash: stems as before
+    assert annotated_names([]) == {}

@@ -267,13 +267,29 @@ def _write_annotated(results, out: Path) -> None:  # noqa: ANN001
     from deepace.report.render import draw_detections
 
     out.mkdir(parents=True, exist_ok=True)
+    names = annotated_names([Path(r.image) for r in results])
     for r in results:
         if r.error:
             continue
         picture = draw_detections(
             load_image(r.image), r.boxes, r.scores, r.score_threshold, r.low_confidence_band
         )
-        picture.save(out / f"{Path(r.image).stem}_count{r.count}.png")
+        picture.save(out / f"{names[Path(r.image)]}_count{r.count}.png")
+
+
+def annotated_names(images: list[Path]) -> dict[Path, str]:
+    """A name per image for its annotated copy: its stem, or where two images share a stem (a.tif and
+    a.png, or sub/a.jpg) its path from the images' common folder, so that no copy overwrites another."""
+    from collections import Counter
+    from os.path import commonpath
+
+    stems = Counter(p.stem for p in images)
+    if not images or max(stems.values()) == 1:
+        return {p: p.stem for p in images}
+    root = Path(commonpath([str(p.resolve().parent) for p in images]))
+    return {
+        p: p.stem if stems[p.stem] == 1 else "__".join(p.resolve().relative_to(root).parts) for p in images
+    }
 
 
 def _write_csv(results, path: Path) -> None:  # noqa: ANN001
