@@ -591,3 +591,25 @@ def test_the_case_command_names_a_broken_review_file_before_counting(
         text = " ".join(res.output.split())
         assert path.name in text and "mend it or move it away" in text and "Traceback" not in text
         path.unlink()
+
+
+def test_copies_of_one_image_under_other_names_are_flagged(tmp_path: Path) -> None:
+    import shutil
+
+    case = make_case(tmp_path, [46, 47])
+    (case / "sub").mkdir()
+    shutil.copy(case / "cell01.png", case / "sub" / "again.png")
+    shutil.copy(case / "cell01.png", case / "cell01-copy.png")
+    counter = FakeCounter({"cell01.png": 46, "cell02.png": 47, "again.png": 46, "cell01-copy.png": 46})
+    summary = case_io.summarize_case(
+        "case", {case_io.cell_name(r.image, case): r for r in count_all(case, counter)}, {}
+    )
+    flag = next(f for f in summary.flags if f.code == "DUPLICATE_IMAGES")
+    assert flag.severity == "warning"
+    assert flag.message.startswith(
+        "2 images are copies of another cell's: cell01-copy.png = cell01.png = sub/again.png."
+    )
+    (tmp_path / "other").mkdir()
+    distinct = make_case(tmp_path / "other", [45, 46])  # two cells of their own
+    results = {r.image.name: r for r in count_all(distinct, FakeCounter({}))}
+    assert "DUPLICATE_IMAGES" not in {f.code for f in case_io.summarize_case("c", results, {}).flags}

@@ -148,6 +148,17 @@ def current_fingerprint(path: Path) -> str | None:
     return _FINGERPRINTS[key]
 
 
+def identical_cells(results: dict[str, CellResult | None]) -> list[list[str]]:
+    """Groups of cell names whose images have the same content (a copy under another name counts the same
+    cell twice), each sorted, by their first name."""
+    by_content: dict[str, list[str]] = {}
+    for name, result in results.items():
+        digest = None if result is None else current_fingerprint(Path(result.image))
+        if digest is not None:
+            by_content.setdefault(digest, []).append(name)
+    return sorted(sorted(names) for names in by_content.values() if len(names) > 1)
+
+
 def _stale(case_dir: Path, name: str, meta: dict[str, Any]) -> bool:
     """An entry recorded for another content than the image now under its name (entries written before
     fingerprints were recorded cannot tell, and count as current)."""
@@ -592,6 +603,7 @@ def summarize_case(
         n_unsure_cells=sum(1 for c in counted if c.unsure),
     )
     flags += rules.empty_image_flags([c.name for c in cells if c.empty])
+    flags += rules.duplicate_image_flags(identical_cells(results))
     flags += rules.set_aside_review_flags([n for n in set_aside if n in results])
     flags += rules.magnification_flags(magnification_advice or {})
     flags += rules.repeated_pixel_flags(

@@ -411,6 +411,23 @@ def empty_image_flags(names: list[str], listed: int = 5) -> list[Flag]:
     ]
 
 
+def duplicate_image_flags(groups: list[list[str]], listed: int = 5) -> list[Flag]:
+    """One flag for images that are copies of one another (the same bytes under other names): each copy
+    counts the same cell again, towards the cells counted and the case's count."""
+    if not groups:
+        return []
+    shown = _listed([" = ".join(g) for g in groups], listed)
+    copies = sum(len(g) - 1 for g in groups)
+    return [
+        Flag(
+            "DUPLICATE_IMAGES",
+            "warning",
+            f"{copies} image{'s are copies' if copies != 1 else ' is a copy'} of another cell's: {shown}. "
+            f"Each copy counts the same cell again; remove the copies so that every cell counts once.",
+        )
+    ]
+
+
 def set_aside_review_flags(names: list[str], listed: int = 5) -> list[Flag]:
     """One flag for the cells whose image was replaced after it was reviewed (deepace/report/case.py): the
     review belonged to the old image, so it is set aside and the new image counts as unreviewed."""
