@@ -34,6 +34,9 @@ class CellResult:
     # set when the image was noisier than the training images and denoised before counting: its noise σ in
     # grey levels (deepace/data/noise.py, `ModelConfig.denoise_above`)
     denoised_noise: float | None = None
+    # set when the stain was given (not auto) and the image, read as that stain, still shows a dark
+    # background: it looks like the other stain, and its count is likely nonsense
+    other_stain_look: bool = False
 
     @property
     def count(self) -> int:
@@ -404,10 +407,11 @@ class Counter:
         return max(0.0, threshold - m), min(1.0, threshold + m)
 
     def count_image(self, path: Path) -> CellResult:
-        from deepace.data.images import ImageReadError
+        from deepace.data.images import ImageReadError, detect_stain
 
         path = Path(path)
         try:
+            # raw looks brightfield (dark chromosomes on light) when the image was read as its own stain
             raw, stain, noise = self.detector.read_noting_noise(path, self.stain)
         except (ImageReadError, OSError, ValueError) as exc:
             return CellResult(
@@ -440,6 +444,7 @@ class Counter:
             faint_ink_level=found.ink_level,
             view_counts=found.view_counts,
             denoised_noise=noise,
+            other_stain_look=self.stain != "auto" and detect_stain(raw) == "fluorescence",
         )
 
     def count_paths(self, paths: list[Path], progress: bool = True) -> list[CellResult]:

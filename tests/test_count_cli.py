@@ -354,3 +354,27 @@ def test_annotated_copies_of_images_sharing_a_name_do_not_overwrite_each_other(t
     assert names == {images[0]: "a.tif", images[1]: "a.png", images[2]: "sub__a.jpg", images[3]: "b"}
     assert annotated_names(images[2:]) == {images[2]: "a", images[3]: "b"}  # no clash: stems as before
     assert annotated_names([]) == {}
+
+
+def test_a_forced_stain_that_does_not_fit_the_image_is_warned_about(tmp_path: Path, model_file: Path) -> None:
+    from PIL import Image
+
+    records = write_blob_records(tmp_path / "cells", 1, size=128)
+    dapi = tmp_path / "cells" / "dapi.png"
+    Image.fromarray(255 - np.asarray(Image.open(records[0].path))).save(dapi)  # bright on dark
+
+    def warned(stain: str) -> str:
+        result = CliRunner().invoke(
+            app, ["count", str(tmp_path / "cells"), "--weights", str(model_file), "--stain", stain]
+        )
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        return text[text.find("warning: ") :] if "look like the other stain" in text else ""
+
+    assert "read with --stain brightfield" in warned("brightfield") and "dapi.png" in warned("brightfield")
+    assert "cell0.png" not in warned("brightfield")
+    assert "read with --stain fluorescence" in warned("fluorescence") and "cell0.png" in warned(
+        "fluorescence"
+    )
+    assert "dapi.png" not in warned("fluorescence")
+    assert warned("auto") == ""

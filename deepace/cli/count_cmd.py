@@ -132,6 +132,7 @@ def count_command(
     warn_about_repeated_pixels(results, err)
     note_faint_images(results, err)
     note_denoised_images(results, err)
+    warn_about_forced_stain(results, stain, err)
     failed = [r for r in results if r.error] + [_missing(p) for p in missing]
     if out is not None:
         _write_annotated(results, out)
@@ -210,6 +211,18 @@ def note_denoised_images(results, console: Console) -> None:  # noqa: ANN001
         console.print(
             f"note: {len(noisy)} noisy image(s) (pixel noise up to σ {worst:.1f} grey levels; the training "
             f"images' is under 3) smoothed before counting; noise costs counts even so: {names}"
+        )
+
+
+def warn_about_forced_stain(results, stain: str, console: Console) -> None:  # noqa: ANN001
+    """Warn about images that, read as the --stain given, look like the other stain
+    (CellResult.other_stain_look)."""
+    other = [r for r in results if not r.error and r.other_stain_look]
+    if other:
+        console.print(
+            f"[yellow]warning: {len(other)} image(s) read with --stain {stain} look like the other stain "
+            f"(a dark background where a light one was expected); their counts are likely wrong. Count them "
+            f"with --stain auto: {_named(other)}[/yellow]"
         )
 
 
