@@ -71,7 +71,8 @@ def _print_summary(case_dir: Path, paths: dict[str, Path]) -> None:
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     out = Console()
     count = case_io.case_count_text(data["case_count"], data["tied_with"], data["count_basis"])
-    table = Table(title=f"{case_dir.name}: count {count} over {data['n_cells']} cells")
+    cells = f"{data['n_cells']} cell" + ("" if data["n_cells"] == 1 else "s")
+    table = Table(title=f"{case_dir.name}: count {count} over {cells}")
     for col in ("image", "count", "low-conf.", "P(exact)", "status"):
         table.add_column(col, justify="right" if col in ("count", "low-conf.", "P(exact)") else "left")
     for c in data["cells"]:
@@ -111,7 +112,7 @@ def register(app: typer.Typer) -> None:
         magnification: float = magnification_option(),
         runtime: Runtime = runtime_option(),
         views: int = views_option(),
-        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Count every cell of a case and write the case report (HTML, CSV, JSON)."""
         from deepace.inference import Counter
@@ -149,12 +150,23 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
         case_dirs: list[Path] = typer.Argument(None, help="Case folders to review (default: this folder)."),
-        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (this machine only)."),
-        port: int = typer.Option(8000, "--port"),
+        host: str = typer.Option(
+            "127.0.0.1",
+            "--host",
+            help="Address to listen on (default: this machine only; another address opens the cases, with no "
+            "login, to anyone who can reach it).",
+        ),
+        port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
         weights: Path | None = typer.Option(
             None, "--weights", help="Model weights for cells not yet counted."
         ),
-        score_threshold: float | None = typer.Option(None, "--score-threshold", min=0.0, max=1.0),
+        score_threshold: float | None = typer.Option(
+            None,
+            "--score-threshold",
+            min=0.0,
+            max=1.0,
+            help="Count detections scoring at least this, in cells not yet counted (default: the model's).",
+        ),
         stain: str = typer.Option("auto", "--stain", help="auto, brightfield or fluorescence."),
         magnification: float = magnification_option(),
         runtime: Runtime = runtime_option(),
