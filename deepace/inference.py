@@ -37,6 +37,8 @@ class CellResult:
     # set when the stain was given (not auto) and the image, read as that stain, still shows a dark
     # background: it looks like the other stain, and its count is likely nonsense
     other_stain_look: bool = False
+    # the --magnification it was counted at (Counter's; 1: as it is)
+    magnification: float = 1.0
 
     @property
     def count(self) -> int:
@@ -443,6 +445,7 @@ class Counter:
             pixel_repetition=pixel_repetition(found.gray),  # pointwise pre-processing keeps the blocks
             faint_ink_level=found.ink_level,
             view_counts=found.view_counts,
+            magnification=self.magnification,
             denoised_noise=noise,
             other_stain_look=self.stain != "auto" and detect_stain(raw) == "fluorescence",
         )

@@ -613,3 +613,22 @@ def test_copies_of_one_image_under_other_names_are_flagged(tmp_path: Path) -> No
     distinct = make_case(tmp_path / "other", [45, 46])  # two cells of their own
     results = {r.image.name: r for r in count_all(distinct, FakeCounter({}))}
     assert "DUPLICATE_IMAGES" not in {f.code for f in case_io.summarize_case("c", results, {}).flags}
+
+
+def test_cells_counted_with_different_settings_are_flagged_and_the_setting_is_kept(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    case = make_case(tmp_path, [45, 46, 47])
+    results = count_all(case, FakeCounter({"cell01.png": 45, "cell02.png": 46, "cell03.png": 47}))
+    results[2] = replace(results[2], magnification=2.0)  # e.g. uploaded to a review app started so
+    case_io.write_model_json(case, results)
+    model = case_io.read_model_json(case)
+    assert [model[n].magnification for n in sorted(model)] == [1.0, 1.0, 2.0]
+    flag = next(f for f in case_io.summarize_case("case", model, {}).flags if f.code == "MIXED_SETTINGS")
+    assert "--magnification 1 --views 1: 2 cells (cell01.png, cell02.png)" in flag.message
+    assert "--magnification 2 --views 1: 1 cell (cell03.png)" in flag.message
+    results[2] = replace(results[2], magnification=1.0, view_counts=(47, 47, 46))
+    mixed_views = {case_io.cell_name(r.image, case): r for r in results}
+    assert "MIXED_SETTINGS" in {f.code for f in case_io.summarize_case("case", mixed_views, {}).flags}
+    same = {case_io.cell_name(r.image, case): replace(r, view_counts=None) for r in results}
+    assert "MIXED_SETTINGS" not in {f.code for f in case_io.summarize_case("case", same, {}).flags}

@@ -225,6 +225,8 @@ def write_model_json(
             meta["denoised_noise"] = float(r.denoised_noise)
         if r.view_counts:
             meta["view_counts"] = [int(c) for c in r.view_counts]
+        if r.magnification != 1.0:
+            meta["magnification"] = float(r.magnification)
         meta["fingerprint"] = current_fingerprint(case_dir / name)
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
         if r.width and r.height:
@@ -286,6 +288,7 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             faint_ink_level=meta.get("faint_ink_level"),
             denoised_noise=meta.get("denoised_noise"),
             view_counts=tuple(int(c) for c in meta["view_counts"]) if meta.get("view_counts") else None,
+            magnification=float(meta.get("magnification", 1.0)),
         )
     return out
 
@@ -604,6 +607,9 @@ def summarize_case(
     )
     flags += rules.empty_image_flags([c.name for c in cells if c.empty])
     flags += rules.duplicate_image_flags(identical_cells(results))
+    flags += rules.mixed_settings_flags(
+        {n: (r.magnification, len(r.view_counts or ()) or 1) for n, r in results.items() if r and not r.error}
+    )
     flags += rules.set_aside_review_flags([n for n in set_aside if n in results])
     flags += rules.magnification_flags(magnification_advice or {})
     flags += rules.repeated_pixel_flags(

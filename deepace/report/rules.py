@@ -428,6 +428,29 @@ def duplicate_image_flags(groups: list[list[str]], listed: int = 5) -> list[Flag
     ]
 
 
+def mixed_settings_flags(settings: dict[str, tuple[float, int]], listed: int = 5) -> list[Flag]:
+    """One flag when the cells of a case were counted with different --magnification or --views
+    ({name: (magnification, views)}), e.g. a cell uploaded to a review app started with other options:
+    their automatic counts are not alike, and the case's count mixes them."""
+    groups: dict[tuple[float, int], list[str]] = {}
+    for name, setting in settings.items():
+        groups.setdefault(setting, []).append(name)
+    if len(groups) < 2:
+        return []
+    parts = [
+        f"--magnification {m:g} --views {v}: {_cells(len(names))} ({_listed(sorted(names), listed)})"
+        for (m, v), names in sorted(groups.items())
+    ]
+    return [
+        Flag(
+            "MIXED_SETTINGS",
+            "warning",
+            f"The cells were counted with different settings: {'; '.join(parts)}. Count the case again "
+            f"with one setting (deepace case) so that its automatic counts are alike.",
+        )
+    ]
+
+
 def set_aside_review_flags(names: list[str], listed: int = 5) -> list[Flag]:
     """One flag for the cells whose image was replaced after it was reviewed (deepace/report/case.py): the
     review belonged to the old image, so it is set aside and the new image counts as unreviewed."""
