@@ -378,3 +378,22 @@ def test_a_forced_stain_that_does_not_fit_the_image_is_warned_about(tmp_path: Pa
     )
     assert "dapi.png" not in warned("fluorescence")
     assert warned("auto") == ""
+
+
+def test_annotated_copies_in_an_out_folder_among_the_inputs_are_not_counted(
+    tmp_path: Path, model_file: Path
+) -> None:
+    write_blob_records(tmp_path / "cells", 2, size=128)
+    args = [
+        "count",
+        str(tmp_path / "cells"),
+        "--weights",
+        str(model_file),
+        "--out",
+        str(tmp_path / "cells" / "annotated"),
+    ]
+    for _ in range(2):  # the second run finds the first run's annotated copies in the folder it counts
+        result = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "d.json")])
+        assert result.exit_code == 0, result.output
+        assert len(json.loads((tmp_path / "d.json").read_text())["images"]) == 2
+    assert len(list((tmp_path / "cells" / "annotated").glob("*.png"))) == 2

@@ -111,6 +111,8 @@ def count_command(
             ready_file(path, option)
     missing = [p for p in inputs if not Path(p).exists()]
     images = find_images([p for p in inputs if Path(p).exists()])
+    if out is not None:  # annotated copies from an earlier run into a folder among the inputs are no cells
+        images = [p for p in images if not p.resolve().is_relative_to(out.resolve())]
     if not images and not missing:
         err.print("no images found")
         raise typer.Exit(1)
