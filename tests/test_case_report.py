@@ -284,7 +284,13 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
     made: list[dict] = []
 
     def fake_counter(
-        weights=None, stain="auto", score_threshold=None, magnification=1.0, runtime="auto", views=1
+        weights=None,
+        stain="auto",
+        score_threshold=None,
+        magnification=1.0,
+        runtime="auto",
+        views=1,
+        num_threads=None,
     ):
         made.append(
             {
@@ -294,6 +300,7 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
                 "magnification": magnification,
                 "runtime": runtime,
                 "views": views,
+                "num_threads": num_threads,
             }
         )
         return FakeCounter({"cell01.png": 46, "cell02.png": 47})
@@ -332,6 +339,7 @@ def test_case_command_with_a_fake_counter(tmp_path: Path, monkeypatch: pytest.Mo
             "magnification": 1.5,
             "runtime": "torch",
             "views": 5,
+            "num_threads": None,
         }
     ]
     assert (out / "report.html").is_file() and (out / "report.csv").is_file()

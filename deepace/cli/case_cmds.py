@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deepace.cli.count_cmd import Runtime, loaded, magnification_option, runtime_option, views_option
+from deepace.cli.count_cmd import (
+    Runtime,
+    counter_maker,
+    loaded,
+    magnification_option,
+    runtime_option,
+    views_option,
+)
 from deepace.cli.output_paths import ready_folder
 from deepace.inference import CellResult
 from deepace.report import case as case_io
@@ -115,7 +122,6 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Count every cell of a case and write the case report (HTML, CSV, JSON)."""
-        from deepace.inference import Counter
 
         _check_stain(stain)
         if not case_dir.is_dir():
@@ -132,17 +138,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from e
         if out is not None:
             ready_folder(out, "--out")
-        counter = loaded(
-            lambda: Counter(
-                weights=weights,
-                stain=stain,
-                score_threshold=score_threshold,
-                magnification=magnification,
-                runtime=runtime.value,
-                views=views,
-            ),
-            err,
-        )
+        counter = loaded(counter_maker(weights, stain, score_threshold, magnification, runtime, views), err)
         _, paths = count_case(case_dir, counter, out, stain=stain, progress=progress)
         _print_summary(case_dir, paths)
         err.print(f"Model output for the review app: {case_io.model_json_path(case_dir)}")
@@ -187,17 +183,7 @@ def register(app: typer.Typer) -> None:
                 err.print(f"[red]{d}: not a folder[/red]")
                 raise typer.Exit(2)
 
-        def counter_factory() -> Any:
-            from deepace.inference import Counter
-
-            return Counter(
-                weights=weights,
-                stain=stain,
-                score_threshold=score_threshold,
-                magnification=magnification,
-                runtime=runtime.value,
-                views=views,
-            )
+        counter_factory = counter_maker(weights, stain, score_threshold, magnification, runtime, views)
 
         allowed: Sequence[str] = LOOPBACK_HOSTS
         if host not in LOOPBACK:

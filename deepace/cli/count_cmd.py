@@ -94,7 +94,6 @@ def count_command(
 ) -> None:
     """Count the chromosomes in each metaphase image."""
     from deepace.data.images import find_images
-    from deepace.inference import Counter
 
     if stain not in ("auto", "brightfield", "fluorescence"):
         raise typer.BadParameter("--stain must be auto, brightfield or fluorescence")
@@ -117,16 +116,7 @@ def count_command(
         err.print("no images found")
         raise typer.Exit(1)
     counter = loaded(
-        lambda: Counter(
-            weights,
-            stain=stain,
-            score_threshold=score_threshold,
-            num_threads=threads,
-            magnification=magnification,
-            runtime=runtime.value,
-            views=views,
-        ),
-        err,
+        counter_maker(weights, stain, score_threshold, magnification, runtime, views, threads), err
     )
     results = counter.count_paths(images, progress=True)
     _print_table(results, counter)
@@ -149,6 +139,34 @@ def count_command(
         for r in failed:
             err.print(f"  {r.error}")
         raise typer.Exit(1)
+
+
+def counter_maker(
+    weights: Path | None,
+    stain: str,
+    score_threshold: float | None,
+    magnification: float,
+    runtime: Runtime,
+    views: int,
+    num_threads: int | None = None,
+) -> Callable[[], Counter]:
+    """A function that loads the model into a Counter with these options (`count` and `case` call it at
+    once, `serve` when a cell first needs counting)."""
+
+    def make() -> Counter:
+        from deepace.inference import Counter
+
+        return Counter(
+            weights=weights,
+            stain=stain,
+            score_threshold=score_threshold,
+            num_threads=num_threads,
+            magnification=magnification,
+            runtime=runtime.value,
+            views=views,
+        )
+
+    return make
 
 
 def loaded(make_counter: Callable[[], Counter], err: Console) -> Counter:
