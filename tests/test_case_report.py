@@ -557,13 +557,18 @@ def test_a_review_of_an_image_since_replaced_is_set_aside_and_its_model_output_d
     reviews["cell01.png"].boxes = reviews["cell01.png"].boxes[:40]  # a reviewer's count of 40
     reviews["cell01.png"].sources, reviews["cell01.png"].scores = ["model"] * 40, [0.9] * 40
     case_io.write_corrections(case, reviews)
-    assert case_io.read_corrections(case)["cell01.png"].count == 40 and case_io.set_aside_reviews(case) == []
+    assert (
+        case_io.read_corrections(case)["cell01.png"].count == 40
+        and case_io.read_corrections_and_set_aside(case)[1] == []
+    )
 
     Image.new("L", (500, 300), 250).save(case / "cell01.png")  # another image under the same name
     (case / "cell03.png").unlink()
     model = case_io.read_model_json(case)
     assert sorted(model) == ["cell02.png"]  # the other two are counted again, not read from old output
-    assert case_io.read_corrections(case) == {} and case_io.set_aside_reviews(case) == ["cell01.png"]
+    assert case_io.read_corrections(case) == {} and case_io.read_corrections_and_set_aside(case)[1] == [
+        "cell01.png"
+    ]
 
     results = count_all(case, counter)
     paths = case_report.build_case_report(case, results, tmp_path / "out")
@@ -576,7 +581,10 @@ def test_a_review_of_an_image_since_replaced_is_set_aside_and_its_model_output_d
     # saving the corrections again drops the set-aside review; a new review of the new image stands
     new = {"cell01.png": case_io.CellReview.from_model(results[0], reviewed=True)}
     case_io.write_corrections(case, new)
-    assert case_io.set_aside_reviews(case) == [] and case_io.read_corrections(case)["cell01.png"].reviewed
+    assert (
+        case_io.read_corrections_and_set_aside(case)[1] == []
+        and case_io.read_corrections(case)["cell01.png"].reviewed
+    )
 
 
 def test_the_case_command_names_a_broken_review_file_before_counting(

@@ -216,8 +216,7 @@ class ReviewApp:
         model, counter_error = self.model(case)
         with case.lock:
             images = case.images()
-            reviews = self.reviews(case)
-            set_aside = case_io.set_aside_reviews(case.dir)
+            reviews, set_aside = self.reviews_and_set_aside(case)
         results = {name: model.get(name) for name, _ in images.values()}
         advice = case_io.model_magnification_advice(case.dir)
         summary = case_io.summarize_case(
@@ -283,12 +282,16 @@ class ReviewApp:
 
     # ---- changes
 
-    def reviews(self, case: CaseFolder) -> dict[str, case_io.CellReview]:
-        """The case's corrections (call under case.lock); a broken corrections.json is named, not a 500."""
+    def reviews_and_set_aside(self, case: CaseFolder) -> tuple[dict[str, case_io.CellReview], list[str]]:
+        """The case's corrections and the reviews set aside (call under case.lock); a broken
+        corrections.json is named, not a bare 500."""
         try:
-            return case_io.read_corrections(case.dir)
+            return case_io.read_corrections_and_set_aside(case.dir)
         except ValueError as e:
             raise ApiError(500, f"corrections.json is broken: {e}") from e
+
+    def reviews(self, case: CaseFolder) -> dict[str, case_io.CellReview]:
+        return self.reviews_and_set_aside(case)[0]
 
     def save(self, case: CaseFolder, cid: str, review: case_io.CellReview | None) -> None:
         """Store one cell's review (None: drop it), keeping the others."""

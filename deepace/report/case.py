@@ -363,17 +363,14 @@ class CellReview:
 
 def read_corrections(case_dir: Path) -> dict[str, CellReview]:
     """The reviewer's corrections per cell name; empty when nothing was reviewed. Reviews of an image
-    since replaced or deleted are left out (`set_aside_reviews` names them): they were made on another
-    image, and saving the corrections again drops them."""
-    return _read_reviews(Path(case_dir))[0]
+    since replaced or deleted are left out (`read_corrections_and_set_aside` names them): they were made
+    on another image, and saving the corrections again drops them."""
+    return read_corrections_and_set_aside(case_dir)[0]
 
 
-def set_aside_reviews(case_dir: Path) -> list[str]:
-    """The cells whose review was made on an image since replaced or deleted (`read_corrections`)."""
-    return _read_reviews(Path(case_dir))[1]
-
-
-def _read_reviews(case_dir: Path) -> tuple[dict[str, CellReview], list[str]]:
+def read_corrections_and_set_aside(case_dir: Path) -> tuple[dict[str, CellReview], list[str]]:
+    """`read_corrections`, and the cells whose review was made on an image since replaced or deleted."""
+    case_dir = Path(case_dir)
     data = _read_json(corrections_path(case_dir))
     if data is None:
         return {}, []

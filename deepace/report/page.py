@@ -31,8 +31,7 @@ from deepace.report.case import (
     model_magnification_advice,
     model_stain,
     now,
-    read_corrections,
-    set_aside_reviews,
+    read_corrections_and_set_aside,
     summarize_case,
 )
 from deepace.report.render import draw_detections
@@ -340,14 +339,15 @@ def build_case_report(
     out_dir = default_report_dir(case_dir) if out_dir is None else Path(out_dir)
     stain = model_stain(case_dir) if stain is None else stain
     by_name: dict[str, CellResult | None] = {cell_name(r.image, case_dir): r for r in results}
-    reviews = {k: v for k, v in read_corrections(case_dir).items() if k in by_name}
+    reviews, set_aside = read_corrections_and_set_aside(case_dir)
+    reviews = {k: v for k, v in reviews.items() if k in by_name}
     summary = summarize_case(
         case_dir.name,
         by_name,
         reviews,
         expected,
         model_magnification_advice(case_dir),
-        set_aside_reviews(case_dir),
+        set_aside,
     )
 
     thumbs: dict[str, str] = {}
