@@ -313,10 +313,10 @@ def _write_annotated(results, out: Path) -> None:  # noqa: ANN001
 def annotated_names(images: list[Path]) -> dict[Path, str]:
     """A name per image for its annotated copy: its stem, or where two images share a stem (a.tif and
     a.png, or sub/a.jpg) its path from the images' common folder, so that no copy overwrites another."""
-    from collections import Counter
+    from collections import Counter as Tally  # not deepace's Counter
     from os.path import commonpath
 
-    stems = Counter(p.stem for p in images)
+    stems = Tally(p.stem for p in images)
     if not images or max(stems.values()) == 1:
         return {p: p.stem for p in images}
     root = Path(commonpath([str(p.resolve().parent) for p in images]))
