@@ -206,6 +206,9 @@ def test_bad_boxes_are_refused(client: TestClient) -> None:
     for body in (b'{"boxes": [{"x1": NaN}]}', b'{"boxes": [{"x1": 1e400}]}', b'{"boxes": NaN}'):
         res = client.put(url, content=body, headers={"content-type": "application/json"})
         assert res.status_code == 422 and res.json()["error"].startswith("invalid request: body.boxes")
+    for score in (7, -0.1):  # a model box's score is a probability
+        res = client.put(url, json={"boxes": [{"bbox": [1, 1, 20, 40], "source": "model", "score": score}]})
+        assert res.status_code == 422 and "score" in res.json()["error"]
     # and in a well-formed one: refused by the box check
     res = client.put(
         url, content=b'{"boxes": [{"bbox": [NaN, 1, 20, 40]}]}', headers={"content-type": "application/json"}

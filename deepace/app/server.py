@@ -70,7 +70,7 @@ class ApiError(HTTPException):
 
 class BoxIn(BaseModel):
     bbox: list[float] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in image pixels")
-    score: float | None = None
+    score: float | None = Field(None, ge=0.0, le=1.0, description="the model's score of a model box")
     source: Literal["model", "manual"] = "manual"
 
 
