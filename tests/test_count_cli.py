@@ -397,3 +397,10 @@ def test_annotated_copies_in_an_out_folder_among_the_inputs_are_not_counted(
         assert result.exit_code == 0, result.output
         assert len(json.loads((tmp_path / "d.json").read_text())["images"]) == 2
     assert len(list((tmp_path / "cells" / "annotated").glob("*.png"))) == 2
+    # a run at another threshold replaces each annotated copy instead of adding one with another count
+    result = CliRunner().invoke(app, [*args, "--score-threshold", "0.0"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name.split("_count")[0] for p in (tmp_path / "cells" / "annotated").glob("*.png")) == [
+        "cell0",
+        "cell1",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -307,7 +308,10 @@ def _write_annotated(results, out: Path) -> None:  # noqa: ANN001
         picture = draw_detections(
             load_image(r.image), r.boxes, r.scores, r.score_threshold, r.low_confidence_band
         )
-        picture.save(out / f"{names[Path(r.image)]}_count{r.count}.png")
+        name = names[Path(r.image)]
+        for earlier in out.glob(f"{glob.escape(name)}_count*.png"):  # an earlier run's copy, other count
+            earlier.unlink()
+        picture.save(out / f"{name}_count{r.count}.png")
 
 
 def annotated_names(images: list[Path]) -> dict[Path, str]:
