@@ -648,3 +648,19 @@ def test_cells_counted_with_different_settings_are_flagged_and_the_setting_is_ke
     assert "MIXED_SETTINGS" in {f.code for f in case_io.summarize_case("case", mixed_views, {}).flags}
     same = {case_io.cell_name(r.image, case): replace(r, view_counts=None) for r in results}
     assert "MIXED_SETTINGS" not in {f.code for f in case_io.summarize_case("case", same, {}).flags}
+
+
+def test_cells_counted_with_a_stain_they_do_not_look_like_are_flagged(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    case = make_case(tmp_path, [45, 46])
+    results = count_all(case, FakeCounter({"cell01.png": 45, "cell02.png": 46}))
+    results[1] = replace(results[1], other_stain_look=True)
+    case_io.write_model_json(case, results, stain="brightfield")
+    model = case_io.read_model_json(case)
+    assert [model[n].other_stain_look for n in sorted(model)] == [False, True]
+    flag = next(f for f in case_io.summarize_case("case", model, {}).flags if f.code == "WRONG_STAIN")
+    assert flag.severity == "alert" and flag.message.startswith(
+        "1 cell counted with a --stain it does not look"
+    )
+    assert "cell02.png" in flag.message and "cell01.png" not in flag.message

@@ -227,6 +227,8 @@ def write_model_json(
             meta["view_counts"] = [int(c) for c in r.view_counts]
         if r.magnification != 1.0:
             meta["magnification"] = float(r.magnification)
+        if r.other_stain_look:
+            meta["other_stain_look"] = True
         meta["fingerprint"] = current_fingerprint(case_dir / name)
         entry: dict[str, Any] = {"id": image_id, "file_name": _file_name(name), "meta": meta}
         if r.width and r.height:
@@ -289,6 +291,7 @@ def read_model_json(case_dir: Path) -> dict[str, CellResult]:
             denoised_noise=meta.get("denoised_noise"),
             view_counts=tuple(int(c) for c in meta["view_counts"]) if meta.get("view_counts") else None,
             magnification=float(meta.get("magnification", 1.0)),
+            other_stain_look=bool(meta.get("other_stain_look", False)),
         )
     return out
 
@@ -604,6 +607,9 @@ def summarize_case(
     )
     flags += rules.empty_image_flags([c.name for c in cells if c.empty])
     flags += rules.duplicate_image_flags(identical_cells(results))
+    flags += rules.other_stain_flags(
+        [n for n, r in results.items() if r and not r.error and r.other_stain_look]
+    )
     flags += rules.mixed_settings_flags(
         {n: (r.magnification, len(r.view_counts or ()) or 1) for n, r in results.items() if r and not r.error}
     )

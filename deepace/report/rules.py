@@ -411,6 +411,23 @@ def empty_image_flags(names: list[str], listed: int = 5) -> list[Flag]:
     ]
 
 
+def other_stain_flags(names: list[str], listed: int = 5) -> list[Flag]:
+    """One flag for the cells counted with a --stain they do not look like (CellResult.other_stain_look):
+    read as the wrong stain, a spread is counted as nonsense (the DAPI example read as brightfield: 0)."""
+    if not names:
+        return []
+    return [
+        Flag(
+            "WRONG_STAIN",
+            "alert",
+            f"{_cells(len(names))} counted with a --stain {'it does' if len(names) == 1 else 'they do'} not "
+            f"look like (a dark background where a light one was expected): "
+            f"{_listed(sorted(names), listed)}. Their counts are likely wrong: count the case again with "
+            f"--stain auto.",
+        )
+    ]
+
+
 def duplicate_image_flags(groups: list[list[str]], listed: int = 5) -> list[Flag]:
     """One flag for images that are copies of one another (the same bytes under other names): each copy
     counts the same cell again, towards the cells counted and the case's count."""
