@@ -404,3 +404,34 @@ def test_annotated_copies_in_an_out_folder_among_the_inputs_are_not_counted(
         "cell0",
         "cell1",
     ]
+
+
+def test_export_keeps_the_threshold_of_a_stain_it_is_not_calibrated_on(tmp_path: Path) -> None:
+    import torch
+
+    from deepace.data.coco import write_coco
+
+    config = tiny_config()
+    model = tmp_path / "m.pt"
+    save_model(
+        model,
+        build_detector(config.model),
+        config,
+        0.5,
+        stain_thresholds={"brightfield": 0.3, "fluorescence": 0.7},
+    )
+    write_coco(write_blob_records(tmp_path / "imgs", 2, size=128), tmp_path / "val.json")  # brightfield only
+    out = tmp_path / "out.pt"
+    args = ["export", str(model), "--out", str(out), "--calibrate-on", str(tmp_path / "val.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fluorescence: no such images to calibrate on; its threshold 0.700 is kept" in result.output
+    thresholds = torch.load(out, weights_only=False)["stain_thresholds"]
+    assert thresholds["fluorescence"] == pytest.approx(0.7) and set(thresholds) == {
+        "brightfield",
+        "fluorescence",
+    }
+
+    write_coco([], tmp_path / "empty.json")
+    result = CliRunner().invoke(app, [*args[:4], "--calibrate-on", str(tmp_path / "empty.json")])
+    assert result.exit_code == 2 and "no images to calibrate on" in result.output

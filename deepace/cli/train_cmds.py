@@ -177,7 +177,9 @@ def export_command(
     stain_thresholds = dict(detector.stain_thresholds)
     if calibrate_on:
         running = detector.optimised_copy(device=device)
-        stain_thresholds = calibrate_stain_thresholds(running, _read_records(calibrate_on), meta)
+        stain_thresholds = calibrate_stain_thresholds(
+            running, _read_records(calibrate_on), meta, keep=detector.stain_thresholds
+        )
         meta["calibration"] = {"files": [str(p) for p in calibrate_on], "thresholds": stain_thresholds}
         threshold = stain_thresholds.get("brightfield", threshold)
     save_model(
@@ -195,9 +197,18 @@ def export_command(
     )
 
 
-def calibrate_stain_thresholds(detector, records, model_meta: dict | None = None) -> dict[str, float]:  # noqa: ANN001
+def calibrate_stain_thresholds(  # noqa: ANN201
+    detector,  # noqa: ANN001
+    records,  # noqa: ANN001
+    model_meta: dict | None = None,
+    keep: dict[str, float] | None = None,
+):
     """Per stain, the counting threshold with the best exact-count accuracy on these images; given the
-    model file's meta, first a warning if some of them trained it (deepace.provenance)."""
+    model file's meta, first a warning if some of them trained it (deepace.provenance). `keep`: thresholds
+    that stand for the stains these images do not show (the same model's earlier calibration); a stain
+    left with none is named, since its images will be counted at the model's single threshold."""
+    if not records:
+        raise typer.BadParameter("no images to calibrate on", param_hint="--calibrate-on")
     from deepace.engine import predict_records_with_stains
     from deepace.inference import Detector
     from deepace.metrics import expected_counts
@@ -252,7 +263,17 @@ def calibrate_stain_thresholds(detector, records, model_meta: dict | None = None
                 f"counts by their median, which a lean moves; check cases with benchmarks/case_level.py "
                 f"(MODEL_CARD.md, 'Known weaknesses')"
             )
-    return thresholds
+    kept = {stain: t for stain, t in (keep or {}).items() if stain not in thresholds}
+    for stain in ("brightfield", "fluorescence"):
+        if stain in kept:
+            typer.echo(f"{stain}: no such images to calibrate on; its threshold {kept[stain]:.3f} is kept")
+        elif stain not in thresholds:
+            typer.echo(
+                f"note: no {stain} images to calibrate on: {stain} images will be counted at the model's "
+                f"single threshold {detector.score_threshold:.3f}, uncalibrated",
+                err=True,
+            )
+    return {**kept, **thresholds}
 
 
 class Flips(str, Enum):
