@@ -189,13 +189,35 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+class ConfigError(ValueError):
+    """A setting that does not exist or has a value of the wrong kind."""
+
+
 def _build(kind: type, values: dict[str, Any]) -> Any:
     known = {f.name: f for f in fields(kind)}
     unknown = set(values) - set(known)
     if unknown:
-        raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+        raise ConfigError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return kind(**converted)
+
+
+def _check_kind(key: str, current: Any, value: Any) -> None:
+    """A number where the default is a number, a true/false where it is one (null is let through: many
+    settings take it to switch a step off): `train.iterations=abc` would otherwise fail deep inside
+    training."""
+    if value is None:
+        return
+    if isinstance(current, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(current, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(current, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return  # strings, tuples, optional settings: checked where they are used
+    if not ok:
+        raise ConfigError(f"{key} takes {kind}, not {value!r}")
 
 
 def with_overrides(config: Config, overrides: list[str]) -> Config:
@@ -204,14 +226,15 @@ def with_overrides(config: Config, overrides: list[str]) -> Config:
         key, _, raw = item.partition("=")
         section, _, name = key.partition(".")
         if section not in ("model", "train") or not name:
-            raise ValueError(f"override {item!r} must look like model.KEY=VALUE or train.KEY=VALUE")
+            raise ConfigError(f"override {item!r} must look like model.KEY=VALUE or train.KEY=VALUE")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         part = getattr(config, section)
         if name not in {f.name for f in fields(part)}:
-            raise ValueError(f"unknown {section} key {name!r}")
+            raise ConfigError(f"unknown {section} key {name!r}")
+        _check_kind(f"{section}.{name}", getattr(part, name), value)
         config = replace(
             config, **{section: replace(part, **{name: tuple(value) if isinstance(value, list) else value})}
         )

@@ -18,4 +18,18 @@ for module in (count_cmd, case_cmds, train_cmds, heads_cmd, evaluate_cmd, data_c
 
 
 def main() -> None:
-    app()
+    """Run the command. A problem with what the user gave it (a model file, annotations, an image, a
+    prediction file, a setting) ends it with one line and exit status 2, not a traceback."""
+    import sys
+
+    from deepace.config import ConfigError
+    from deepace.data.images import ImageReadError
+    from deepace.data.predictions import PredictionFileError
+    from deepace.data.records import AnnotationError
+    from deepace.inference import ModelFileError
+
+    try:
+        app()
+    except (ModelFileError, AnnotationError, ImageReadError, PredictionFileError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deepace.data.overlaps import identical_box_pairs, largest_pair_iou
@@ -77,12 +78,12 @@ def _report_failures(errors: Sequence[Exception]) -> None:
         return
     err_console.print(f"[red]{len(errors)} failed:[/red]")
     for e in errors:
-        err_console.print(f"  {e}", soft_wrap=True)
+        err_console.print(f"  {escape(str(e))}", soft_wrap=True)  # paths and messages may hold [brackets]
     raise typer.Exit(1)
 
 
 def _fatal(e: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
     return typer.Exit(1)
 
 

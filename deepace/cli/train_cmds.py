@@ -102,6 +102,8 @@ def train_command(
             err=True,
         )
     records = _read_records(train)
+    if not records:
+        raise typer.BadParameter("no training images in " + ", ".join(map(str, train)), param_hint="--train")
     resuming = resume and (out / "config.json").exists()
     if not resuming and not any(o.startswith("model.typical_chromosome_width=") for o in overrides):
         config = replace(config, model=measured_typical_widths(config.model, records))
