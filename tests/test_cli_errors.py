@@ -17,7 +17,7 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *ar
     out = capsys.readouterr()
     text = out.out + out.err
     assert "Traceback" not in text
-    return int(stop.value.code or 0), " ".join(text.split())
+    return int(stop.value.code or 0), " ".join(text.replace("│", " ").split())  # rich boxes and folds
 
 
 def test_user_errors_end_with_one_line(
@@ -62,3 +62,17 @@ def test_messages_with_brackets_are_printed_as_they_are(
     )
     code, text = run(monkeypatch, capsys, "data", "stats", str(bad))
     assert code == 1 and "slide[bold]2.json" in text and "'bbox' must be [x, y, width, height]" in text
+
+
+def test_predict_and_export_refuse_an_output_path_that_is_a_folder_before_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_coco(write_blob_records(tmp_path / "cells", 1, size=128), tmp_path / "val.json")
+    folder = tmp_path / "cells"
+    for args in (
+        ["predict", "--coco", str(tmp_path / "val.json"), "--out", str(folder)],
+        ["export", "x.pt", "--out", str(folder)],
+    ):
+        code, text = run(monkeypatch, capsys, *args)
+        assert code == 2 and "is a folder, not a file" in text  # before the model file was even read
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from deepace.cli.count_cmd import views_option
+from deepace.cli.output_paths import ready_file
 from deepace.config import PRESETS, Config, ModelConfig, with_overrides
 
 
@@ -150,6 +151,7 @@ def predict_command(
     from deepace.engine import predict_records
     from deepace.inference import Detector
 
+    ready_file(out, "--out")
     detector = Detector.load(weights, optimise=True, device=device)  # on the CPU, what `deepace count` runs
     if score_threshold is not None:
         detector.score_threshold = score_threshold
@@ -172,6 +174,7 @@ def export_command(
 
     from deepace.inference import Detector, save_model
 
+    ready_file(out, "--out")
     detector = Detector.load(model_file)
     payload = torch.load(model_file, map_location="cpu", weights_only=False)
     meta = payload.get("meta", {"iteration": payload.get("iteration")})
