@@ -157,3 +157,19 @@ def test_predictions_written_by_library_are_numpy_free(tmp_path: Path) -> None:
     data = json.loads(_write_pred(tmp_path).read_text())
     assert isinstance(data["images"][0]["detections"][0]["score"], float)
     assert np.isclose(data["images"][0]["detections"][0]["score"], 0.9)
+
+
+def test_predictions_for_other_images_or_an_empty_ground_truth_are_refused(
+    tmp_path: Path, runner: CliRunner
+) -> None:
+    gt = _write_gt(tmp_path)
+    other = tmp_path / "other.json"
+    write_predictions(
+        [ImagePrediction(tmp_path / "zz.png", np.zeros((1, 4)) + [0, 0, 5, 5], np.array([0.9]), 0.5)], other
+    )
+    result = runner.invoke(app, ["evaluate", "--gt", str(gt), "--pred", str(other)])
+    assert result.exit_code == 1 and "are they predictions for other images?" in result.stderr
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "c"}]}))
+    result = runner.invoke(app, ["evaluate", "--gt", str(empty), "--pred", str(_write_pred(tmp_path))])
+    assert result.exit_code == 1 and "no images" in result.stderr

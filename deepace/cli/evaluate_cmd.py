@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from deepace.data.predictions import PredictionFileError, read_predictions
+from deepace.data.predictions import PredictionFileError, match_predictions, read_predictions
 from deepace.data.records import AnnotationError, ImageRecord
 from deepace.metrics import evaluate_records
 
@@ -150,8 +151,18 @@ def evaluate(
     except (AnnotationError, PredictionFileError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
 
+    if not records:
+        raise _fail(f"{gt}: no images")
+    if predictions and all(p is None for p in match_predictions(records, predictions)[0]):
+        raise _fail(
+            f"none of the {len(predictions)} images in {pred} is among the {len(records)} of {gt}: "
+            "are they predictions for other images?"
+        )
+
     def warn(message: str) -> None:
-        _err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False, soft_wrap=True)
+        _err.print(
+            f"[yellow]warning:[/yellow] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+        )
 
     if tune_threshold:
         if score_threshold is not None:
