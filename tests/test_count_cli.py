@@ -108,13 +108,10 @@ def test_runtime_option_picks_the_backbones_runtime(tmp_path: Path, model_file: 
     assert CliRunner().invoke(app, [*base, "--runtime", "tensorrt"]).exit_code != 0
 
 
-def test_per_stain_thresholds_follow_the_detected_stain(tmp_path: Path) -> None:
-    from PIL import Image
-
-    from deepace.inference import Counter
-
+def _per_stain_model(folder: Path) -> Path:
+    """An untrained model file counting brightfield images at 0.3 and fluorescence ones at 0.7."""
     config = tiny_config()
-    model = tmp_path / "m.pt"
+    model = folder / "m.pt"
     save_model(
         model,
         build_detector(config.model),
@@ -122,6 +119,15 @@ def test_per_stain_thresholds_follow_the_detected_stain(tmp_path: Path) -> None:
         0.5,
         stain_thresholds={"brightfield": 0.3, "fluorescence": 0.7},
     )
+    return model
+
+
+def test_per_stain_thresholds_follow_the_detected_stain(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from deepace.inference import Counter
+
+    model = _per_stain_model(tmp_path)
     records = write_blob_records(tmp_path, 1, size=128)
     dapi = tmp_path / "dapi.png"
     Image.fromarray(255 - np.asarray(Image.open(records[0].path))).save(dapi)  # bright on dark
@@ -411,15 +417,7 @@ def test_export_keeps_the_threshold_of_a_stain_it_is_not_calibrated_on(tmp_path:
 
     from deepace.data.coco import write_coco
 
-    config = tiny_config()
-    model = tmp_path / "m.pt"
-    save_model(
-        model,
-        build_detector(config.model),
-        config,
-        0.5,
-        stain_thresholds={"brightfield": 0.3, "fluorescence": 0.7},
-    )
+    model = _per_stain_model(tmp_path)
     write_coco(write_blob_records(tmp_path / "imgs", 2, size=128), tmp_path / "val.json")  # brightfield only
     out = tmp_path / "out.pt"
     args = ["export", str(model), "--out", str(out), "--calibrate-on", str(tmp_path / "val.json")]
